@@ -1,0 +1,46 @@
+"""Builds the objects the entry points need from a Config (library code never sees the config itself)."""
+import torch
+
+from common.body_model import joint_regressor_30, load_regressor, load_smpl
+from common.jotr import JOTR
+
+SPIN_DATA = "SPIN's data release (http://visiondata.cis.upenn.edu/spin/data.tar.gz, file data/J_regressor_extra.npy)"
+H36M_REGRESSOR_SOURCE = ("the 3DCrowdNet / I2L-MeshNet data release (Human36M/J_regressor_h36m_correct.npy, "
+                         "linked from github.com/hongsukchoi/3DCrowdNet_RELEASE)")
+
+
+def resolve_device(name):
+    """'auto' -> CUDA when available, else CPU; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_body_model(cfg, gender="neutral"):
+    return load_smpl(cfg.smpl_dir, gender)
+
+
+def build_joint_regressor(cfg, body_model):
+    """The (30, V) SMPL-30 regressor: the body model's 24 joints, 5 face vertices and SPIN's head-top row."""
+    num_verts = body_model.arrays["v_template"].shape[0]
+    extra = load_regressor(cfg.j_regressor_extra_path, (9, num_verts), "J_regressor_extra.npy (SPIN extra regressor)",
+                           SPIN_DATA)
+    return joint_regressor_30(body_model.arrays["J_regressor"], extra)
+
+
+def build_h36m_regressor(cfg, num_verts=6890):
+    return load_regressor(cfg.j_regressor_h36m_path, (17, num_verts), "J_regressor_h36m_correct.npy",
+                          H36M_REGRESSOR_SOURCE)
+
+
+def build_model(cfg, body_model=None):
+    """The JOTR network of `cfg` with its neutral body model (loaded from cfg.smpl_dir unless given)."""
+    body_model = body_model if body_model is not None else build_body_model(cfg)
+    return JOTR(
+        body_model, build_joint_regressor(cfg, body_model),
+        resnet_type=cfg.resnet_type, input_img_shape=cfg.input_img_shape, output_hm_shape=cfg.output_hm_shape,
+        sigma=cfg.sigma, focal=cfg.focal, princpt=cfg.princpt, camera_3d_size=cfg.camera_3d_size,
+        enc_layers=cfg.enc_layers, dec_layers=cfg.dec_layers, hidden_dim=cfg.hidden_dim, nheads=cfg.nheads,
+        dim_feedforward=cfg.dim_feedforward, voxel_dim_feedforward=cfg.voxel_dim_feedforward, dropout=cfg.dropout,
+        pose_head=cfg.pose_head, input_joint_mask_prob=cfg.input_joint_mask_prob, render=cfg.render,
+    )
