@@ -114,12 +114,6 @@ def read_state_dict(path):
     return converted, ignored, extra
 
 
-def _format_keys(keys, limit=20):
-    keys = list(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def load_checkpoint(model, path):
     """Load weights into `model` from an official JOTR checkpoint or one of ours.
 
@@ -137,11 +131,11 @@ def load_checkpoint(model, path):
         lines = [f"{path} does not match this model's architecture (check resnet_type, enc_layers, dec_layers, "
                  f"pose_head in the config):"]
         if missing:
-            lines.append(f"  missing keys ({len(missing)}): {_format_keys(missing)}")
+            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
         if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): {_format_keys(unexpected)}")
+            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
         if mismatched:
-            lines.append(f"  shape mismatches ({len(mismatched)}): {_format_keys(mismatched)}")
+            lines.append(f"  shape mismatches ({len(mismatched)}): {', '.join(mismatched)}")
         raise ValueError("\n".join(lines))
     model.load_state_dict(state, strict=True)
     if ignored:

@@ -1,0 +1,1 @@
+"""Entry points (training, evaluation, demo) and the run configuration (main/config.py)."""

@@ -1,0 +1,172 @@
+import dataclasses
+import json
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.checkpoint import (
+    FORMAT,
+    IGNORED_OFFICIAL_PREFIXES,
+    OFFICIAL_TO_OURS,
+    load_checkpoint,
+    official_to_ours,
+    ours_to_official,
+    save_atomic,
+    to_official_state_dict,
+)
+from main.build import build_body_model, build_model
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "parity"
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return json.loads((FIXTURE / "official_state_dict_manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def body_model(paper_cfg):
+    return build_body_model(paper_cfg)
+
+
+@pytest.fixture(scope="module")
+def paper_model(paper_cfg, body_model):
+    return build_model(paper_cfg, body_model=body_model)
+
+
+def test_paper_model_has_exactly_the_official_keys_and_shapes(paper_model, manifest):
+    ours = to_official_state_dict(paper_model)
+    assert len(manifest) == 538
+    assert {k: list(v.shape) for k, v in ours.items()} == {k: list(v) for k, v in manifest.items()}
+
+
+def test_mapping_table_round_trips_every_official_key(paper_model, manifest):
+    ours = paper_model.state_dict()
+    for key in manifest:
+        if key.startswith(IGNORED_OFFICIAL_PREFIXES):
+            continue
+        mapped = official_to_ours(key)
+        assert mapped in ours, key
+        assert ours_to_official(mapped) == key
+    # Every table entry is used by the paper configuration (no dead rows), and the misspelt key is mapped.
+    for official, _ in OFFICIAL_TO_OURS:
+        assert any(k == official or k.startswith(official) for k in manifest), official
+    assert official_to_ours("cascade_shaoe_out.3.weight") == "shape_head.layers.3.weight"
+
+
+def randomised(model, seed):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.state_dict().values():
+            if p.is_floating_point():
+                p.copy_(torch.randn_like(p))
+    return model
+
+
+def assert_same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize("layout", ["official_best", "official_snapshot", "ours"])
+def test_load_each_checkpoint_format(tmp_path, paper_cfg, body_model, layout):
+    cfg = dataclasses.replace(paper_cfg, resnet_type=18, enc_layers=1, dec_layers=2)
+    source = randomised(build_model(cfg, body_model=body_model), seed=1)
+    target = build_model(cfg, body_model=body_model)
+    path = tmp_path / "ckpt.pth.tar"
+    if layout == "official_best":
+        torch.save(to_official_state_dict(source, module_prefix=True), path)
+    elif layout == "official_snapshot":
+        torch.save({"epoch": 3, "network": to_official_state_dict(source, module_prefix=True), "optimizer": {}}, path)
+    else:
+        save_atomic({"format": FORMAT, "model": source.state_dict(), "epoch": 7}, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # same SMPL arrays: no warning
+        extra = load_checkpoint(target, path)
+    assert_same_weights(source, target)
+    assert extra == ({"format": FORMAT, "epoch": 7} if layout == "ours" else {})
+
+
+def test_checkpoint_of_another_architecture_lists_mismatched_keys(tmp_path, paper_cfg, body_model):
+    small = build_model(dataclasses.replace(paper_cfg, resnet_type=18, dec_layers=3), body_model=body_model)
+    path = tmp_path / "resnet18.pth.tar"
+    torch.save(to_official_state_dict(small, module_prefix=True), path)
+    target = build_model(paper_cfg, body_model=body_model)
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(target, path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "missing keys" in message and "pose_head.layers.3.weight" in message  # dec_layers 3 vs 4
+    assert "shape mismatches" in message and "lift_conv.weight (2048, 512, 1, 1) vs model (2048, 2048, 1, 1)" in message
+    assert "transformer.decoder.joint_regressors.3" in message
+
+
+def test_unexpected_key_is_an_error(tmp_path, paper_cfg, body_model):
+    cfg = dataclasses.replace(paper_cfg, resnet_type=18)
+    model = build_model(cfg, body_model=body_model)
+    state = to_official_state_dict(model, module_prefix=True)
+    state["module.some_new_head.weight"] = torch.zeros(3)
+    path = tmp_path / "extra.pth.tar"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="unexpected keys .*some_new_head.weight"):
+        load_checkpoint(model, path)
+
+
+def test_vposer_checkpoint_into_rot6d_model_is_an_error(tmp_path, paper_cfg, body_model):
+    cfg = dataclasses.replace(paper_cfg, resnet_type=18)
+    path = tmp_path / "vposer_model.pth.tar"
+    torch.save(to_official_state_dict(build_model(cfg, body_model=body_model), module_prefix=True), path)
+    with pytest.raises(ValueError, match="vposer.bodyprior_dec_out.weight"):
+        load_checkpoint(build_model(dataclasses.replace(cfg, pose_head="rot6d"), body_model=body_model), path)
+
+
+def test_differing_smpl_arrays_warn(tmp_path, paper_cfg, body_model):
+    cfg = dataclasses.replace(paper_cfg, resnet_type=18)
+    model = build_model(cfg, body_model=body_model)
+    state = to_official_state_dict(model, module_prefix=True)
+    state["module.human_model_layer.th_v_template"] = state["module.human_model_layer.th_v_template"] + 0.01
+    path = tmp_path / "other_smpl.pth.tar"
+    torch.save(state, path)
+    with pytest.warns(UserWarning, match="th_v_template"):
+        load_checkpoint(model, path)
+
+
+class NotATensor:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_checkpoint_is_loaded_without_running_code(tmp_path, paper_cfg, body_model):
+    path = tmp_path / "evil.pth.tar"
+    with open(path, "wb") as f:
+        pickle.dump({"module.exponent": NotATensor()}, f, protocol=2)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(build_model(dataclasses.replace(paper_cfg, resnet_type=18), body_model=body_model), path)
+
+
+def test_missing_checkpoint_names_the_file(tmp_path, paper_model):
+    with pytest.raises(FileNotFoundError, match="nowhere.pth.tar.*checkpoint/"):
+        load_checkpoint(paper_model, tmp_path / "nowhere.pth.tar")
+
+
+def test_save_atomic_leaves_no_partial_file(tmp_path):
+    path = tmp_path / "sub" / "ckpt.pth.tar"
+    save_atomic({"a": torch.ones(2)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+    with pytest.raises(pickle.PicklingError):
+        save_atomic({"bad": lambda: None}, path)  # not picklable
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2)), "old file intact"
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt.pth.tar"], "no temporary left behind"
+
+
+def test_exported_smpl_buffers_match_the_body_model(paper_model, body_model):
+    state = to_official_state_dict(paper_model)
+    np.testing.assert_array_equal(state["human_model_layer.th_v_template"][0].numpy(),
+                                  np.asarray(body_model.arrays["v_template"], np.float32))
+    assert state["human_model_layer.th_faces"].dtype == torch.int64

@@ -1,0 +1,1 @@
+"""Command-line tools run from the repository root, e.g. `python tools/check_parity.py`."""
