@@ -155,12 +155,17 @@ def test_missing_checkpoint_names_the_file(tmp_path, paper_model):
         load_checkpoint(paper_model, tmp_path / "nowhere.pth.tar")
 
 
+class FailsToSave:
+    def __reduce__(self):
+        raise RuntimeError("cannot be saved")
+
+
 def test_save_atomic_leaves_no_partial_file(tmp_path):
     path = tmp_path / "sub" / "ckpt.pth.tar"
     save_atomic({"a": torch.ones(2)}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
-    with pytest.raises(pickle.PicklingError):
-        save_atomic({"bad": lambda: None}, path)  # not picklable
+    with pytest.raises(RuntimeError, match="cannot be saved"):
+        save_atomic({"bad": FailsToSave()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2)), "old file intact"
     assert [p.name for p in path.parent.iterdir()] == ["ckpt.pth.tar"], "no temporary left behind"
 
