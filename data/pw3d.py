@@ -1,0 +1,241 @@
+"""3DPW test sets (spec 5.4): 3dpw, 3dpw-crowd, 3dpw-pc, 3dpw-oc.
+
+Expected layout of `data_dir` (= data/3DPW):
+    3DPW_latest_test.json                          3dpw (test split)
+    3DPW_latest_validation.json                    3dpw-crowd (validation split, two courtyard sequences)
+    3DPW_validation_crowd_hhrnet_result.json       3dpw-crowd input poses (HigherHRNet)
+    3DPW_pc.json, 3DPW_oc.json                     3dpw-pc, 3dpw-oc (subsets of the test split)
+    imageFiles/<sequence>/<file_name>              the 3DPW images
+
+The annotation files are COCO-style JSON: `images` with id, width, height, sequence, file_name;
+`annotations` with id, image_id, bbox (xywh), smpl_param {pose 72, shape 10, trans 3, gender},
+openpose_result (18 x 3 flat: x, y, confidence in image pixels).
+
+One sample per annotation, in file order; sample id = position. No sample is ever dropped: a person
+whose input pose has no usable joint is cropped from its ground-truth box instead (counted in
+`num_gt_bbox_crops` and flagged in meta['bbox_from_gt']).
+"""
+import json
+import os
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from common.joint_sets import COCO17_PELVIS_NECK, OPENPOSE18_PELVIS, SMPL30, add_pelvis_neck, map_joints
+from data.preprocessing import affine_points, generate_patch_image, get_bbox, process_bbox, to_heatmap_frame, trunc_mask
+
+ANNOTATION_FILES = {
+    "3dpw": "3DPW_latest_test.json",
+    "3dpw-crowd": "3DPW_latest_validation.json",
+    "3dpw-pc": "3DPW_pc.json",
+    "3dpw-oc": "3DPW_oc.json",
+}
+HHRNET_FILE = "3DPW_validation_crowd_hhrnet_result.json"
+# 3DPW-Crowd = the validation sequences whose names contain one of these (as in 3DCrowdNet).
+CROWD_SEQUENCES = ("courtyard_hug_00", "courtyard_dancing_00")
+GENDER_CODES = {"neutral": 0, "male": 1, "female": 2}
+GENDER_NAMES = {code: name for name, code in GENDER_CODES.items()}
+# Input joints with a detector confidence at or below this are invalid (spec 5.4).
+MIN_JOINT_CONFIDENCE = 0.05
+TEST_BBOX_SCALE = 1.1
+
+_SOURCES = {
+    "3DPW_latest_test.json": "the 3DPW dataset (https://virtualhumans.mpi-inf.mpg.de/3DPW/) converted to COCO-style "
+                             "JSON, as distributed with the 3DCrowdNet / I2L-MeshNet data release",
+    "3DPW_pc.json": "the 3DPW-PC (person-occluded) subset linked from JOTR's README",
+    "3DPW_oc.json": "the 3DPW-OC (object-occluded) subset linked from JOTR's README",
+    HHRNET_FILE: "the HigherHRNet results for 3DPW-Crowd distributed with the 3DCrowdNet data release",
+}
+_SOURCES["3DPW_latest_validation.json"] = _SOURCES["3DPW_latest_test.json"]
+
+
+@dataclass
+class PW3DSample:
+    ann_id: int
+    img_path: str
+    img_width: int
+    img_height: int
+    joints: np.ndarray  # (30, 3) input pose in SMPL30 order, image pixels + detector confidence
+    joints_valid: np.ndarray  # (30,) float32 in {0, 1}
+    pose_source: str  # 'openpose' or 'higherhrnet'
+    bbox: np.ndarray  # (4,) crop box xywh, image pixels
+    bbox_from_gt: bool  # the input pose gave no usable box; the annotated box was used
+    smpl_pose: np.ndarray  # (72,) axis-angle, 3DPW camera frame
+    smpl_shape: np.ndarray  # (10,)
+    smpl_trans: np.ndarray  # (3,) metres
+    gender: int  # GENDER_CODES
+
+
+def _load_json(path, what):
+    if not os.path.isfile(path):
+        name = os.path.basename(path)
+        raise FileNotFoundError(f"{what} not found: {path}. It belongs in data/3DPW/{name}; it comes from "
+                                f"{_SOURCES.get(name, 'the 3DPW release')}.")
+    with open(path) as f:
+        return json.load(f)
+
+
+class PW3D(torch.utils.data.Dataset):
+    """One 3DPW evaluation set. Items are (inputs, targets, meta):
+
+    inputs:  img (3, H, W) float32 RGB in [0, 1] (no mean/std normalisation);
+             joints (30, 3) input 2D pose, x, y in the heatmap frame (output_hm_shape), detector confidence;
+             joints_mask (30, 1) float32, valid (confidence > 0.05) and inside the heatmap grid.
+    targets: smpl_pose (72,), smpl_shape (10,), smpl_trans (3,) metres (3DPW camera frame), gender (int64:
+             0 neutral, 1 male, 2 female); the GT mesh comes from pw3d_gt_meshes (batched) or, when
+             `smpl_fn_by_gender` is given, also as smpl_mesh_cam (V, 3) per item.
+    meta:    bb2img_trans, img2bb_trans (2, 3) between crop and image pixels; bbox (4,) crop box xywh in image
+             pixels; idx (sample id); ann_id; bbox_from_gt (bool).
+
+    The crop follows the test protocol: tight box of the valid input joints x1.2, then made square and
+    enlarged x1.1 (process_bbox test mode). No augmentation.
+    3dpw-crowd uses each annotation's HigherHRNet pose when the results file has one and OpenPose
+    otherwise; the choice is made per annotation here (the official code decided it from a global flag
+    that a later dataset reset, so it used OpenPose throughout: spec 7.6).
+    """
+
+    def __init__(self, data_dir, variant, input_img_shape=(256, 256), output_hm_shape=(64, 64, 64),
+                 smpl_fn_by_gender=None):
+        if variant not in ANNOTATION_FILES:
+            raise ValueError(f"unknown 3DPW variant {variant!r}; expected one of {sorted(ANNOTATION_FILES)}")
+        self.data_dir = os.fspath(data_dir)
+        self.variant = variant
+        self.input_img_shape = tuple(input_img_shape)
+        self.output_hm_shape = tuple(output_hm_shape)
+        self.smpl_fn_by_gender = smpl_fn_by_gender
+        self.samples = self._load_samples()
+        self.num_gt_bbox_crops = sum(s.bbox_from_gt for s in self.samples)
+        if self.num_gt_bbox_crops:
+            warnings.warn(f"{variant}: {self.num_gt_bbox_crops} of {len(self.samples)} people have no usable input "
+                          f"joints; they are cropped from their annotated box", stacklevel=2)
+
+    def _load_samples(self):
+        ann_file = os.path.join(self.data_dir, ANNOTATION_FILES[self.variant])
+        db = _load_json(ann_file, "3DPW annotation file")
+        hhrnet = None
+        if self.variant == "3dpw-crowd":
+            hhrnet = _load_json(os.path.join(self.data_dir, HHRNET_FILE), "3DPW-Crowd HigherHRNet pose file")
+        images = {img["id"]: img for img in db["images"]}
+        samples = []
+        for ann in db["annotations"]:
+            img = images.get(ann["image_id"])
+            if img is None:
+                raise ValueError(f"{ann_file}: annotation {ann['id']} refers to image {ann['image_id']}, "
+                                 f"which is not in the file's 'images'")
+            if self.variant == "3dpw-crowd" and not any(seq in img["sequence"] for seq in CROWD_SEQUENCES):
+                continue
+            samples.append(self._make_sample(ann, img, hhrnet, ann_file))
+        return samples
+
+    def _make_sample(self, ann, img, hhrnet, ann_file):
+        smpl = ann["smpl_param"]
+        pose, shape, trans = (np.asarray(smpl[k], dtype=np.float32).reshape(-1) for k in ("pose", "shape", "trans"))
+        if pose.shape != (72,) or shape.shape != (10,) or trans.shape != (3,) or smpl["gender"] not in GENDER_CODES:
+            raise ValueError(f"{ann_file}: annotation {ann['id']} has smpl_param pose {pose.shape}, shape "
+                             f"{shape.shape}, trans {trans.shape}, gender {smpl['gender']!r}; expected (72,), (10,), "
+                             f"(3,) and one of {sorted(GENDER_CODES)}")
+        hhrnet_entry = None if hhrnet is None else hhrnet.get(str(ann["id"]))
+        if hhrnet_entry is not None:
+            pose_2d = add_pelvis_neck(np.asarray(hhrnet_entry["coco_joints"], np.float32).reshape(17, 3),
+                                      COCO17_PELVIS_NECK)
+            joints = map_joints(pose_2d, COCO17_PELVIS_NECK, SMPL30)
+            pose_source = "higherhrnet"
+        else:
+            # A missing OpenPose result is an empty pose (all invalid), not a reason to drop the person.
+            openpose = ann.get("openpose_result")
+            openpose = np.zeros((18, 3), np.float32) if openpose is None else np.asarray(openpose, np.float32)
+            pose_2d = add_pelvis_neck(openpose.reshape(18, 3), OPENPOSE18_PELVIS)
+            joints = map_joints(pose_2d, OPENPOSE18_PELVIS, SMPL30)
+            pose_source = "openpose"
+        valid = (joints[:, 2] > MIN_JOINT_CONFIDENCE).astype(np.float32)
+
+        width, height = int(img["width"]), int(img["height"])
+        bbox = None
+        if valid.any():
+            bbox = process_bbox(get_bbox(joints, valid, extend=1.2), width, height, scale=TEST_BBOX_SCALE)
+        bbox_from_gt = bbox is None
+        if bbox_from_gt:
+            bbox = process_bbox(ann["bbox"], width, height, scale=TEST_BBOX_SCALE)
+            if bbox is None:
+                raise ValueError(f"{ann_file}: annotation {ann['id']} has neither usable input joints nor a usable "
+                                 f"bbox ({ann['bbox']}) inside its {width}x{height} image")
+        return PW3DSample(
+            ann_id=int(ann["id"]),
+            img_path=os.path.join(self.data_dir, "imageFiles", img["sequence"], img["file_name"]),
+            img_width=width, img_height=height, joints=joints, joints_valid=valid, pose_source=pose_source,
+            bbox=bbox, bbox_from_gt=bbox_from_gt, smpl_pose=pose, smpl_shape=shape, smpl_trans=trans,
+            gender=GENDER_CODES[smpl["gender"]])
+
+    def __len__(self):
+        return len(self.samples)
+
+    def _read_image(self, sample):
+        img = cv2.imread(sample.img_path, cv2.IMREAD_COLOR)
+        if img is None:
+            raise FileNotFoundError(f"3DPW image missing or unreadable: {sample.img_path} (annotation "
+                                    f"{sample.ann_id}); the images come from the 3DPW site "
+                                    f"(https://virtualhumans.mpi-inf.mpg.de/3DPW/), imageFiles/<sequence>/")
+        if img.shape[:2] != (sample.img_height, sample.img_width):
+            raise ValueError(f"3DPW image {sample.img_path} is {img.shape[1]}x{img.shape[0]}, but its annotation "
+                             f"says {sample.img_width}x{sample.img_height}")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def __getitem__(self, idx):
+        sample = self.samples[idx]
+        patch, img2bb, bb2img = generate_patch_image(self._read_image(sample), sample.bbox, 1.0, 0.0, False,
+                                                     self.input_img_shape)
+        joints_crop = affine_points(sample.joints[:, :2], img2bb)
+        joints_hm = to_heatmap_frame(joints_crop, self.input_img_shape, self.output_hm_shape)
+        joints = np.concatenate([joints_hm, sample.joints[:, 2:]], axis=1).astype(np.float32)
+
+        inputs = {
+            "img": torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)) / 255.0).float(),
+            "joints": torch.from_numpy(joints),
+            "joints_mask": torch.from_numpy(trunc_mask(joints, sample.joints_valid, self.output_hm_shape,
+                                                       check_depth=False)),
+        }
+        targets = {
+            "smpl_pose": torch.from_numpy(sample.smpl_pose),
+            "smpl_shape": torch.from_numpy(sample.smpl_shape),
+            "smpl_trans": torch.from_numpy(sample.smpl_trans),
+            "gender": torch.tensor(sample.gender, dtype=torch.int64),
+        }
+        if self.smpl_fn_by_gender is not None:
+            batch = {k: v[None] for k, v in targets.items()}
+            with torch.no_grad():
+                targets["smpl_mesh_cam"] = pw3d_gt_meshes(batch, self.smpl_fn_by_gender)[0]
+        meta = {
+            "bb2img_trans": torch.from_numpy(bb2img),
+            "img2bb_trans": torch.from_numpy(img2bb),
+            "bbox": torch.from_numpy(sample.bbox),
+            "idx": idx,
+            "ann_id": sample.ann_id,
+            "bbox_from_gt": sample.bbox_from_gt,
+        }
+        return inputs, targets, meta
+
+
+def pw3d_gt_meshes(targets, smpl_by_gender):
+    """Ground-truth meshes of a batch: the SMPL model of each person's annotated gender.
+
+    targets: batched PW3D targets (smpl_pose (B, 72), smpl_shape (B, 10), smpl_trans (B, 3), gender (B,));
+    smpl_by_gender: {'male': fn, 'female': fn[, 'neutral': fn]}, fn(pose (N, 72), betas (N, 10),
+    transl (N, 3)) -> vertices (N, V, 3) in metres (e.g. common.body_model.load_smpl(smpl_dir, gender)).
+    Returns (B, V, 3) vertices in metres, 3DPW camera frame, on the models' device.
+    """
+    gender = torch.as_tensor(targets["gender"]).reshape(-1).cpu()
+    meshes = None
+    for code in torch.unique(gender).tolist():
+        name = GENDER_NAMES.get(code)
+        if name not in smpl_by_gender:
+            raise KeyError(f"pw3d_gt_meshes: batch has gender code {code} ({name}) but no body model for it; "
+                           f"models given: {sorted(smpl_by_gender)}")
+        rows = torch.nonzero(gender == code).reshape(-1)
+        verts = smpl_by_gender[name](*(targets[k][rows] for k in ("smpl_pose", "smpl_shape", "smpl_trans")))
+        if meshes is None:
+            meshes = verts.new_zeros((len(gender),) + tuple(verts.shape[1:]))
+        meshes[rows.to(verts.device)] = verts
+    return meshes
