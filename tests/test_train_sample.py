@@ -1,0 +1,353 @@
+import numpy as np
+import pytest
+import torch
+
+from common.body_model import joint_regressor_30, load_smpl
+from common.joint_sets import MUCO21, SMPL30, flip_pairs
+from data.preprocessing import AugConfig
+from data.train_sample import SMPLFit, TrainSampleBuilder, input_pose_noise
+from tests.muco_format import muco_ground_truth
+
+WIDTH, HEIGHT = 320, 240
+FOCAL = (300.0, 300.0)  # fx = fy: a rotation about the optical axis then rotates the projection rigidly
+PRINCPT = (163.3, 117.6)  # deliberately not the image centre
+
+INPUT_KEYS = {"img", "joints", "joints_mask"}
+TARGET_KEYS = {"orig_joint_img", "fit_joint_img", "orig_joint_cam", "fit_joint_cam", "pose_param", "shape_param"}
+META_KEYS = {"orig_joint_valid", "orig_joint_trunc", "fit_param_valid", "fit_joint_trunc", "is_valid_fit", "is_3D"}
+SHAPES = {"img": (3, 256, 256), "joints": (30, 2), "joints_mask": (30, 1), "orig_joint_img": (30, 3),
+          "fit_joint_img": (30, 3), "orig_joint_cam": (30, 3), "fit_joint_cam": (30, 3), "pose_param": (72,),
+          "shape_param": (10,), "orig_joint_valid": (30, 1), "orig_joint_trunc": (30, 1), "fit_param_valid": (72,),
+          "fit_joint_trunc": (30, 1), "is_valid_fit": (), "is_3D": ()}
+# SMPL30 joints that MuCo annotates (all but Neck, the 5 face joints, Chest, Torso, the thoraxes)
+MUCO_IN_SMPL30 = [SMPL30.index(n) for n in MUCO21 if n in SMPL30]
+
+
+@pytest.fixture(scope="module")
+def body(random_body_model_dir):
+    """The random (asymmetric) SMPL-layout body model, its J30 and H36M regressors."""
+    layer = load_smpl(random_body_model_dir / "smpl")
+    extra = np.load(random_body_model_dir / "J_regressor_extra.npy")
+    h36m = np.load(random_body_model_dir / "J_regressor_h36m_correct.npy")
+    return layer, joint_regressor_30(layer.arrays["J_regressor"], extra), h36m
+
+
+def _smpl(layer, pose, shape, trans=(0.0, 0.0, 0.0)):
+    """Vertices (V, 3) float64 metres, run directly on the body model."""
+    with torch.no_grad():
+        verts = layer(*(torch.tensor(np.asarray(v), dtype=torch.float32)[None] for v in (pose, shape, trans)))
+    return verts[0].double().numpy()
+
+
+def _project(points, focal=FOCAL, princpt=PRINCPT):
+    return points[:, :2] / points[:, 2:] * np.asarray(focal) + np.asarray(princpt)
+
+
+def _person(body, seed=0, trans=(0.1, 0.05, 4.5)):
+    """A person in MUCO21 whose ground truth is derived from its SMPL fit: dict with the builder's arguments."""
+    layer, j30, h36m = body
+    rng = np.random.default_rng(seed)
+    pose = rng.normal(0.0, 0.2, 72)
+    pose[:3] = [np.pi + 0.1, 0.2, -0.1]
+    shape = rng.normal(0.0, 0.5, 10)
+    trans = np.asarray(trans, dtype=np.float64)
+    joints_cam = muco_ground_truth(_smpl(layer, pose, shape, trans), j30, h36m)  # metres
+    joints_img = _project(joints_cam)
+    (x0, y0), (x1, y1) = joints_img.min(0), joints_img.max(0)
+    return {"joints_img": joints_img, "joints_cam": joints_cam, "bbox": np.array([x0, y0, x1 - x0, y1 - y0]),
+            "valid": np.ones(len(MUCO21)), "pose": pose, "shape": shape, "trans": trans}
+
+
+def _image(seed=0):
+    rng = np.random.default_rng(seed)
+    xs, ys = np.meshgrid(np.linspace(0, 1, WIDTH), np.linspace(0, 1, HEIGHT))
+    img = np.stack([200 * xs, 200 * ys, 100 + 50 * xs * ys], axis=-1) + rng.uniform(0, 40, (HEIGHT, WIDTH, 3))
+    return img.astype(np.uint8)
+
+
+def _build(body, person, aug=None, augment=True, seed=0, image=None, fit=True, with_3d=True, check=None, **kwargs):
+    layer, j30, _ = body
+    builder = TrainSampleBuilder(layer, j30)
+    smpl_fit = SMPLFit(person["pose"], person["shape"], person["trans"], FOCAL, PRINCPT, check) if fit else None
+    return builder(_image() if image is None else image, person["bbox"], person["joints_img"], person["valid"],
+                   MUCO21, np.random.default_rng(seed), augment, joints_cam=person["joints_cam"] if with_3d else None,
+                   smpl_fit=smpl_fit, aug=aug, return_geometry=True, **kwargs)
+
+
+def _aug(scale=1.0, rot=0.0, flip=False, gains=(1.0, 1.0, 1.0)):
+    return AugConfig(scale=scale, rot_deg=rot, color_gains=np.asarray(gains, np.float32), do_flip=flip)
+
+
+def _to_smpl30(joints_muco):
+    out = np.zeros((30,) + joints_muco.shape[1:])
+    for i, name in enumerate(MUCO21):
+        if name in SMPL30:
+            out[SMPL30.index(name)] = joints_muco[i]
+    return out
+
+
+def _affine(points, trans):
+    return points @ np.asarray(trans, np.float64)[:, :2].T + np.asarray(trans, np.float64)[:, 2]
+
+
+def _mirror_2d(joints, pairs, width=WIDTH):
+    out = np.array(joints, dtype=np.float64, copy=True)
+    out[:, 0] = width - 1 - out[:, 0]
+    for a, b in pairs:
+        out[[a, b]] = out[[b, a]]
+    return out
+
+
+@pytest.mark.parametrize("with_3d,fit", [(True, True), (False, False)])
+def test_fields_shapes_and_dtypes(body, with_3d, fit):
+    inputs, targets, meta, _ = _build(body, _person(body), with_3d=with_3d, fit=fit)
+    assert set(inputs) == INPUT_KEYS and set(targets) == TARGET_KEYS and set(meta) == META_KEYS
+    for group in (inputs, targets, meta):
+        for key, value in group.items():
+            assert isinstance(value, np.ndarray) and value.dtype == np.float32, key
+            assert value.shape == SHAPES[key], key
+    assert 0.0 <= inputs["img"].min() and inputs["img"].max() <= 1.0 and inputs["img"].max() > 0.5
+    assert meta["is_3D"] == float(with_3d) and meta["is_valid_fit"] == float(fit)
+    np.testing.assert_array_equal(inputs["joints_mask"], meta["orig_joint_trunc"])
+    batch = torch.utils.data.default_collate([(inputs, targets, meta)] * 2)
+    assert batch[2]["is_3D"].shape == (2,) and batch[2]["is_3D"].dtype == torch.float32
+
+
+def test_fit_param_valid_masks_ankles_toes_wrists_hands(body):
+    _, _, meta, _ = _build(body, _person(body))
+    unsupervised = {"L_Ankle", "R_Ankle", "L_Toe", "R_Toe", "L_Wrist", "R_Wrist", "L_Hand", "R_Hand"}
+    expected = np.repeat([0.0 if name in unsupervised else 1.0 for name in SMPL30[:24]], 3)
+    np.testing.assert_array_equal(meta["fit_param_valid"], expected)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("rot", [0.0, 25.0])
+def test_joints_follow_the_image_through_the_crop(body, flip, rot):
+    person = _person(body)
+    wrist = person["joints_img"][MUCO21.index("L_Wrist")]
+    xs, ys = np.meshgrid(np.arange(WIDTH), np.arange(HEIGHT))
+    blob = np.exp(-((xs - wrist[0]) ** 2 + (ys - wrist[1]) ** 2) / (2 * 2.0**2))
+    image = np.repeat((255 * blob)[..., None], 3, axis=2).astype(np.uint8)
+    inputs, targets, _, geometry = _build(body, person, aug=_aug(1.1, rot, flip), image=image)
+
+    # The annotated 2D joints (mirrored first when flipped), through the crop affine, scaled 256 -> 64.
+    joints = _mirror_2d(person["joints_img"], flip_pairs(MUCO21)) if flip else person["joints_img"]
+    expected = _to_smpl30(_affine(joints, geometry.img2bb) / 4)
+    np.testing.assert_allclose(targets["orig_joint_img"][MUCO_IN_SMPL30, :2], expected[MUCO_IN_SMPL30], atol=1e-3)
+    # The image moved with them: the blob drawn at the left wrist is where the (relabelled) wrist joint is.
+    label = SMPL30.index("R_Wrist" if flip else "L_Wrist")
+    peak = np.unravel_index(inputs["img"][0].argmax(), inputs["img"][0].shape)[::-1]
+    np.testing.assert_allclose(peak, targets["orig_joint_img"][label, :2] * 4, atol=1.5)
+
+
+def _rotation_z(deg):
+    c, s = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def _similarity_residual(source, target):
+    """Max residual of the least-squares fit target ~ a * source + t (a scalar, t a 2D translation)."""
+    n = len(source)
+    design = np.zeros((2 * n, 3))
+    design[0::2, 0], design[1::2, 0] = source[:, 0], source[:, 1]
+    design[0::2, 1], design[1::2, 2] = 1, 1
+    solution, *_ = np.linalg.lstsq(design, target.reshape(-1), rcond=None)
+    return np.abs(design @ solution - target.reshape(-1)).max(), solution[0]
+
+
+@pytest.mark.parametrize("rot", [30.0, -50.0])
+def test_rotated_3d_targets_project_onto_the_rotated_crop(body, rot):
+    # The crop turns the image by -rot about the box centre; the 3D targets must turn about the camera axis by
+    # the same angle. Then the rotated joints, put back at the rotated root, project (camera with fx = fy) onto
+    # the crop joints up to a scale and a shift (the crop's zoom and its centring on the box).
+    person = _person(body)
+    _, targets, meta, _ = _build(body, person, aug=_aug(1.2, rot))
+    root = person["joints_cam"][MUCO21.index("Pelvis")]
+    rows = [i for i in MUCO_IN_SMPL30 if meta["orig_joint_valid"][i, 0]]
+    for cam_key, img_key in (("orig_joint_cam", "orig_joint_img"), ("fit_joint_cam", "fit_joint_img")):
+        rotated_root = root if cam_key == "orig_joint_cam" else None
+        if rotated_root is None:  # the fit's own root: its J30 pelvis
+            _, j30, _ = body
+            rotated_root = (j30 @ _smpl(body[0], person["pose"], person["shape"], person["trans"]))[0]
+        residual, scale = _similarity_residual(
+            _project(targets[cam_key][rows] + _rotation_z(-rot) @ rotated_root), targets[img_key][rows, :2])
+        assert residual < 1e-3 and scale > 0, cam_key
+    # The opposite rotation does not fit: the check can fail.
+    residual, _ = _similarity_residual(_project(targets["orig_joint_cam"][rows] + _rotation_z(rot) @ root),
+                                       targets["orig_joint_img"][rows, :2])
+    assert residual > 0.05
+
+
+def test_depth_bins_and_depth_truncation(body):
+    person = _person(body)
+    hand = MUCO21.index("L_Hand")
+    person["joints_cam"][hand, 2] = person["joints_cam"][MUCO21.index("Pelvis"), 2] + 1.2  # beyond +-1 m
+    _, targets, meta, geometry = _build(body, person, aug=_aug())
+    relative = _to_smpl30(person["joints_cam"] - person["joints_cam"][MUCO21.index("Pelvis")])
+    np.testing.assert_allclose(targets["orig_joint_img"][MUCO_IN_SMPL30, 2],
+                               (relative[MUCO_IN_SMPL30, 2] / 1.0 + 1) / 2 * 64, atol=1e-4)
+    np.testing.assert_allclose(targets["orig_joint_cam"][MUCO_IN_SMPL30], relative[MUCO_IN_SMPL30], atol=1e-6)
+    crop = _to_smpl30(_affine(person["joints_img"], geometry.img2bb))
+    inside = (crop >= 0).all(1) & (crop < 256).all(1)
+    assert inside[SMPL30.index("L_Hand")]  # inside the crop, cut by depth only
+    assert meta["orig_joint_trunc"][SMPL30.index("L_Hand"), 0] == 0
+    assert meta["orig_joint_valid"][SMPL30.index("L_Hand"), 0] == 1
+
+
+@pytest.mark.parametrize("with_3d", [True, False])
+def test_truncation_is_zero_exactly_for_joints_outside_the_crop(body, with_3d):
+    person = _person(body)
+    top = np.argsort(person["joints_img"][:, 1])[:8]  # box around the 8 highest joints only
+    (x0, y0), (x1, y1) = person["joints_img"][top].min(0), person["joints_img"][top].max(0)
+    person["bbox"] = np.array([x0, y0, x1 - x0, y1 - y0])
+    person["valid"][top[0]] = 0  # an unannotated joint is never kept
+    _, targets, meta, geometry = _build(body, person, aug=_aug(), with_3d=with_3d)
+    crop = _to_smpl30(_affine(person["joints_img"], geometry.img2bb))
+    valid = _to_smpl30(person["valid"][:, None])[:, 0]
+    expected = valid * (crop >= 0).all(1) * (crop < 256).all(1)
+    rows = MUCO_IN_SMPL30
+    assert 0 < expected[rows].sum() < len(rows) - 1  # some joints in, some out
+    np.testing.assert_array_equal(meta["orig_joint_trunc"][rows, 0], expected[rows])
+    np.testing.assert_array_equal(meta["orig_joint_trunc"][[i for i in range(30) if i not in rows]], 0)
+
+
+def test_2d_sample_has_visibility_depth_and_no_3d_targets(body):
+    person = _person(body)
+    person["valid"][MUCO21.index("R_Knee")] = 0
+    _, targets, meta, _ = _build(body, person, aug=_aug(), with_3d=False, fit=False)
+    np.testing.assert_array_equal(targets["orig_joint_img"][:, 2], meta["orig_joint_valid"][:, 0])
+    assert meta["orig_joint_valid"][SMPL30.index("R_Knee"), 0] == 0
+    assert meta["orig_joint_valid"][SMPL30.index("L_Knee"), 0] == 1
+    for key in ("orig_joint_cam", "fit_joint_img", "fit_joint_cam", "pose_param", "shape_param"):
+        assert not targets[key].any(), key
+    assert not meta["fit_joint_trunc"].any() and meta["is_valid_fit"] == 0 and meta["is_3D"] == 0
+
+
+@pytest.mark.parametrize("aug", [_aug(), _aug(0.9, -35.0, True, (1.1, 0.9, 1.0)), _aug(1.2, 40.0, False)])
+def test_fit_targets_agree_with_the_body_model(body, aug):
+    layer, j30, _ = body
+    person = _person(body)
+    _, targets, meta, geometry = _build(body, person, aug=aug)
+    # pose_param / shape_param (flipped and rotated with the sample) give back the fit's root-relative joints.
+    joints = j30 @ _smpl(layer, targets["pose_param"], targets["shape_param"])
+    np.testing.assert_allclose(targets["fit_joint_cam"], joints - joints[0], atol=2e-5)
+    np.testing.assert_allclose(targets["shape_param"], person["shape"], atol=1e-6)
+    if not aug.do_flip:  # the annotated fit's joints, projected with the dataset camera and cropped
+        fit_joints = j30 @ _smpl(layer, person["pose"], person["shape"], person["trans"])
+        np.testing.assert_allclose(targets["fit_joint_img"][:, :2], _affine(_project(fit_joints), geometry.img2bb) / 4,
+                                   atol=1e-3)
+        np.testing.assert_allclose(targets["fit_joint_img"][:, 2], ((fit_joints - fit_joints[0])[:, 2] + 1) / 2 * 64,
+                                   atol=1e-4)
+    inside = ((targets["fit_joint_img"] >= 0) & (targets["fit_joint_img"] < 64)).all(1)
+    np.testing.assert_array_equal(meta["fit_joint_trunc"][:, 0], inside)
+    assert meta["is_valid_fit"] == 1
+
+
+def test_large_betas_are_reset(body):
+    layer, j30, _ = body
+    person = _person(body)
+    person["shape"] = person["shape"].copy()
+    person["shape"][3] = -3.5
+    _, targets, _, _ = _build(body, person, aug=_aug())
+    assert not targets["shape_param"].any()
+    joints = j30 @ _smpl(layer, person["pose"], np.zeros(10))
+    np.testing.assert_allclose(targets["fit_joint_cam"], joints - joints[0], atol=2e-5)
+
+
+@pytest.mark.parametrize("verdict", [True, False])
+def test_fit_check_sees_the_annotated_mesh(body, verdict):
+    layer = body[0]
+    person = _person(body)
+    seen = []
+
+    def check(vertices):
+        seen.append(vertices)
+        return verdict
+
+    _, _, meta, _ = _build(body, person, aug=_aug(1.0, 30.0, True), check=check)
+    assert meta["is_valid_fit"] == float(verdict) and len(seen) == 1
+    np.testing.assert_allclose(seen[0], _smpl(layer, person["pose"], person["shape"], person["trans"]), atol=1e-5)
+
+
+def _mirror_fit(layer, j30, pose, shape, trans):
+    """The mirrored annotation of an SMPL fit: left/right rotations swapped, y and z axis-angle components negated,
+    translation moved along x so that the root appears at the mirrored image position of the original root."""
+    mirrored = np.asarray(pose, np.float64).reshape(24, 3).copy()
+    for name in SMPL30[:24]:
+        if name.startswith("L_"):
+            left, right = SMPL30.index(name), SMPL30.index("R_" + name[2:])
+            mirrored[[left, right]] = mirrored[[right, left]]
+    mirrored[:, 1:] *= -1
+    root = (j30 @ _smpl(layer, pose, shape, trans))[0]
+    root_mirrored = (j30 @ _smpl(layer, mirrored.reshape(72), shape, trans))[0]
+    target_x = WIDTH - 1 - _project(root[None])[0, 0]
+    new_x = (target_x - PRINCPT[0]) / FOCAL[0] * root_mirrored[2]
+    return mirrored.reshape(72), np.asarray(trans) + [new_x - root_mirrored[0], 0.0, 0.0]
+
+
+def test_flipping_twice_gives_the_sample_back(body):
+    # A sample built from the mirrored image and annotation with flipping equals the unflipped original.
+    # The random body model is not left/right symmetric, so this holds only if flipping is exactly self-inverse.
+    layer, j30, _ = body
+    person = _person(body)
+    pairs = flip_pairs(MUCO21)
+    mirrored = dict(person)
+    mirrored["joints_img"] = _mirror_2d(person["joints_img"], pairs)
+    mirrored["joints_cam"] = _mirror_2d(person["joints_cam"], pairs, width=1)  # x -> -x, swapped
+    mirrored["bbox"] = person["bbox"].copy()
+    mirrored["bbox"][0] = WIDTH - person["bbox"][0] - person["bbox"][2]
+    mirrored["pose"], mirrored["trans"] = _mirror_fit(layer, j30, person["pose"], person["shape"], person["trans"])
+    image = _image()
+
+    gains = (1.1, 0.95, 0.85)
+    original = _build(body, person, aug=_aug(1.1, 20.0, False, gains), image=image, bbox_scale=1.1)
+    twice = _build(body, mirrored, aug=_aug(1.1, 20.0, True, gains), image=image[:, ::-1], bbox_scale=1.1)
+    for group_a, group_b in zip(original[:3], twice[:3]):
+        for key in group_a:
+            np.testing.assert_allclose(group_b[key], group_a[key], atol=2e-3 if key == "img" else 1e-4, err_msg=key)
+    # ... and the flipped sample really differs from the unflipped one of the mirrored data.
+    once = _build(body, mirrored, aug=_aug(1.1, 20.0, False, gains), image=image[:, ::-1], bbox_scale=1.1)
+    assert np.abs(once[1]["fit_joint_img"] - original[1]["fit_joint_img"]).max() > 1
+
+
+def test_randomness_comes_only_from_the_given_generator(body):
+    person = _person(body)
+    state = np.random.get_state()
+    first = _build(body, person, seed=5)
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state()[1:], state[1:])), "global RNG used"
+    again = _build(body, person, seed=5)
+    other = _build(body, person, seed=6)
+    for key in ("img", "joints"):
+        np.testing.assert_array_equal(first[0][key], again[0][key])
+    np.testing.assert_array_equal(first[3].aug.color_gains, again[3].aug.color_gains)
+    assert (first[3].aug.scale, first[3].aug.rot_deg) == (again[3].aug.scale, again[3].aug.rot_deg)
+    assert not np.array_equal(first[0]["joints"], other[0]["joints"])
+
+
+def test_without_augmentation_the_input_pose_is_the_ground_truth(body):
+    inputs, targets, _, geometry = _build(body, _person(body), augment=False)
+    assert not geometry.aug.do_flip and geometry.aug.rot_deg == 0 and geometry.aug.scale == 1
+    np.testing.assert_array_equal(inputs["joints"], targets["orig_joint_img"][:, :2])
+
+
+def test_input_pose_noise():
+    joints = np.random.default_rng(0).uniform(10, 50, (30, 2)).astype(np.float32)
+    valid = np.ones((30, 1), np.float32)
+    noisy = input_pose_noise(joints, valid, np.random.default_rng(1))
+    np.testing.assert_array_equal(noisy, input_pose_noise(joints, valid, np.random.default_rng(1)))
+    assert noisy.shape == (30, 2) and noisy.dtype == np.float32
+    assert 0.3 < np.median(np.linalg.norm(noisy - joints, axis=1)) < 3  # a few heatmap pixels
+    thrown = input_pose_noise(joints, valid, np.random.default_rng(1), jitter_px=0.0, miss_prob=1.0, swap_prob=0.0)
+    distance = np.linalg.norm(thrown - joints, axis=1)
+    assert (distance >= 4 - 1e-4).all() and (distance <= 10 + 1e-4).all()
+    swapped = input_pose_noise(joints, valid, np.random.default_rng(1), jitter_px=0.0, miss_prob=0.0, swap_prob=1.0)
+    np.testing.assert_array_equal(swapped, _mirror_2d(joints, flip_pairs(SMPL30), width=1)[:, :2] * [-1, 1])
+
+
+def test_missing_image_path_names_the_file(body, tmp_path):
+    layer, j30, _ = body
+    person = _person(body)
+    missing = tmp_path / "nowhere.jpg"
+    with pytest.raises(FileNotFoundError, match="nowhere.jpg"):
+        TrainSampleBuilder(layer, j30)(missing, person["bbox"], person["joints_img"], person["valid"], MUCO21,
+                                       np.random.default_rng(0), True)
