@@ -102,6 +102,8 @@ def _rasterize(screen, depth, height, width):
     inv_z = 1.0 / depth
     pixels, z_values, tri_values = [], [], []
     for group in np.split(ids, np.flatnonzero(np.diff(key)) + 1):
+        if len(group) == 0:  # no triangle covers a pixel (e.g. the mesh is entirely off-screen)
+            continue
         box = (hi[group] - lo[group] + 1).max(0)
         per_chunk = max(1, _CHUNK_PIXELS // int(box[0] * box[1]))
         for chunk in np.array_split(group, -(-len(group) // per_chunk)):

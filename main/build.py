@@ -1,8 +1,11 @@
 """Builds the objects the entry points need from a Config (library code never sees the config itself)."""
 import torch
+from torch.utils.data import DataLoader
 
 from common.body_model import joint_regressor_30, load_regressor, load_smpl
+from common.distributed import ShardSampler, seed_worker
 from common.jotr import JOTR
+from data.registry import build_test_dataset
 
 SPIN_DATA = "SPIN's data release (http://visiondata.cis.upenn.edu/spin/data.tar.gz, file data/J_regressor_extra.npy)"
 H36M_REGRESSOR_SOURCE = ("the 3DCrowdNet / I2L-MeshNet data release (Human36M/J_regressor_h36m_correct.npy, "
@@ -44,3 +47,22 @@ def build_model(cfg, body_model=None):
         dim_feedforward=cfg.dim_feedforward, voxel_dim_feedforward=cfg.voxel_dim_feedforward, dropout=cfg.dropout,
         pose_head=cfg.pose_head, input_joint_mask_prob=cfg.input_joint_mask_prob, render=cfg.render,
     )
+
+
+def build_gendered_body_models(cfg, device):
+    """Ground-truth body models for evaluation (3DPW annotates each person's gender)."""
+    return {gender: build_body_model(cfg, gender).to(device) for gender in ("male", "female", "neutral")}
+
+
+def build_test_sets(cfg, world):
+    """{name: (loader, dataset size)} for cfg.testsets; each process evaluates a disjoint shard (ShardSampler)."""
+    sets = {}
+    for name in cfg.testsets:
+        dataset = build_test_dataset(name, data_dir=cfg.data_dir, input_img_shape=cfg.input_img_shape,
+                                     output_hm_shape=cfg.output_hm_shape)
+        loader = DataLoader(dataset, batch_size=cfg.test_batch_size,
+                            sampler=ShardSampler(len(dataset), world.rank, world.world_size),
+                            num_workers=cfg.num_thread, worker_init_fn=seed_worker,
+                            generator=torch.Generator().manual_seed(cfg.seed), pin_memory=world.device.type == "cuda")
+        sets[name] = (loader, len(dataset))
+    return sets

@@ -134,3 +134,11 @@ def test_overlay_blends_only_where_a_mesh_is_visible():
     assert (out[~mask] == 100).all()
     with pytest.raises(ValueError, match="differ in size"):
         overlay(image[:10], result)
+
+
+def test_mesh_entirely_off_screen_renders_nothing():
+    from common.renderer import render
+
+    verts = np.array([[5.0, 5.0, 2.0], [5.1, 5.0, 2.0], [5.0, 5.1, 2.0]])  # projects far outside the image
+    result = render([(verts, np.array([[0, 1, 2]]))], (100.0, 100.0), (16.0, 16.0), (32, 32))
+    assert (result.person_index == -1).all() and np.isinf(result.depth).all()

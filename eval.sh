@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Reproduce the paper's 3DPW tables: evaluates each test set (3dpw, 3dpw-crowd, 3dpw-pc, 3dpw-oc) with its
+# released checkpoint checkpoint/<testset>_best_ckpt.pth.tar and prints one table beside the paper's numbers.
+#
+# Usage: ./eval.sh [key=value ...]       e.g. testsets=[3dpw-oc] amp=fp16
+#        CKPT_DIR=output/fine_tune/checkpoint ./eval.sh      to evaluate your own best checkpoints
+# Uses every visible GPU through torchrun when there are several (each sample is still evaluated once).
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+CKPT_DIR=${CKPT_DIR:-checkpoint}
+
+if [ -z "${LAUNCHER:-}" ]; then
+  NGPU=$($PYTHON -c "import torch; print(torch.cuda.device_count())")
+  if [ "$NGPU" -gt 1 ]; then
+    LAUNCHER="$PYTHON -m torch.distributed.run --standalone --nproc_per_node $NGPU"
+  else
+    LAUNCHER="$PYTHON"
+  fi
+fi
+
+$LAUNCHER -m main.eval --ckpt-dir "$CKPT_DIR" "$@"

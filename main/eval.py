@@ -1,0 +1,93 @@
+"""Evaluate JOTR on the 3DPW test sets (spec 6) and print the results beside the paper's.
+
+    python -m main.eval --ckpt checkpoint/3dpw-oc_best_ckpt.pth.tar testsets=[3dpw-oc]
+    python -m main.eval --ckpt-dir checkpoint          # each test set with its own <testset>_best_ckpt.pth.tar
+    torchrun --nproc_per_node N -m main.eval ...       # every sample is still evaluated exactly once
+
+Accepts official checkpoints (raw state_dict or snapshot) and our own. Writes the results as JSON
+(output/<exp_name>/eval/results.json unless --out is given) and prints one table.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from common.checkpoint import load_checkpoint
+from common.distributed import cleanup_distributed, init_distributed
+from common.engine import evaluate
+from common.metrics import format_table, write_results_json
+from main.build import (
+    build_body_model,
+    build_gendered_body_models,
+    build_h36m_regressor,
+    build_model,
+    build_test_sets,
+    resolve_device,
+)
+from main.config import add_config_args, config_from_args
+
+PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.yaml"
+
+
+def paper_numbers():
+    """{test set: {'mpjpe', 'pa_mpjpe', 'mpvpe'}} as published (sets without a confirmed number are left out)."""
+    return {k: v for k, v in yaml.safe_load(PAPER_NUMBERS.read_text()).items() if v}
+
+
+def checkpoint_for(name, args):
+    if args.ckpt:
+        return Path(args.ckpt)
+    return Path(args.ckpt_dir) / f"{name}_best_ckpt.pth.tar"
+
+
+def run(cfg, args):
+    torch.set_flush_denormal(True)
+    world = init_distributed(resolve_device(cfg.device))
+    body_model = build_body_model(cfg)
+    model = build_model(cfg, body_model=body_model).to(world.device)
+    test_sets = build_test_sets(cfg, world)
+    for name in test_sets:  # fail before any work if a checkpoint is missing
+        if not checkpoint_for(name, args).is_file():
+            raise FileNotFoundError(f"no checkpoint for {name}: {checkpoint_for(name, args)} does not exist. The "
+                                    f"released ones ({name}_best_ckpt.pth.tar) come from the JOTR README's links and "
+                                    f"go in checkpoint/ (see checkpoint/README.md)")
+    smpl_by_gender = build_gendered_body_models(cfg, world.device)
+    h36m = build_h36m_regressor(cfg, body_model.arrays["v_template"].shape[0])
+    results, loaded = {}, None
+    for name, (loader, size) in test_sets.items():
+        path = checkpoint_for(name, args)
+        if path != loaded:
+            load_checkpoint(model, path)
+            loaded = path
+        results[name], _ = evaluate(model, loader, smpl_by_gender=smpl_by_gender, h36m_regressor=h36m,
+                                    device=world.device, amp=cfg.amp, expected_count=size, progress=world.is_main,
+                                    desc=f"eval {name}")
+        results[name]["checkpoint"] = str(path)
+    if world.is_main:
+        out = Path(args.out) if args.out else Path(cfg.output_dir) / cfg.exp_name / "eval" / "results.json"
+        write_results_json(out, results)
+        print(format_table(results, paper_numbers()))
+        print(f"results written to {out}")
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="one checkpoint for every test set")
+    source.add_argument("--ckpt-dir", help="folder with <testset>_best_ckpt.pth.tar per test set")
+    parser.add_argument("--out", help="results JSON (default output/<exp_name>/eval/results.json)")
+    add_config_args(parser)
+    args = parser.parse_intermixed_args(argv)
+    cfg = config_from_args(args)
+    try:
+        run(cfg, args)
+    finally:
+        cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

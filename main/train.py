@@ -1,0 +1,251 @@
+"""Train JOTR.
+
+    python -m main.train --cfg main/configs/main_train.yaml [key=value ...]
+    torchrun --nproc_per_node N -m main.train --cfg ... [key=value ...]     (one process per GPU, or CPU processes)
+
+Writes output/<exp_name>/: config.yaml (the resolved config), checkpoint/last.pth.tar (resumable: model,
+optimiser, scaler, loss weights, step, RNG states), checkpoint/<testset>_best_ckpt.pth.tar (lowest MPJPE so far),
+log/train.log, log/tensorboard/, results/*.json. `resume=<checkpoint>` continues a run exactly;
+`init_ckpt=<checkpoint>` starts from weights only (stage 2 starts from stage 1's last.pth.tar).
+"""
+import argparse
+import dataclasses
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from common.checkpoint import FORMAT, load_checkpoint, save_atomic
+from common.distributed import (
+    EpochSampler,
+    broadcast_buffers,
+    cleanup_distributed,
+    init_distributed,
+    rng_state,
+    seed_everything,
+    seed_worker,
+    set_rng_state,
+)
+from common.engine import (
+    RunLogger,
+    StopRequest,
+    TrainingObjective,
+    build_optimizer,
+    evaluate,
+    loss_weights,
+    set_epoch_lr,
+    train_one_epoch,
+)
+from common.losses import JointContrastiveLoss
+from common.metrics import format_table, write_results_json
+from common.renderer import overlay, render
+from common.vposer import load_vposer_weights
+from data.registry import build_train_dataset
+from main.build import (
+    build_body_model,
+    build_gendered_body_models,
+    build_h36m_regressor,
+    build_joint_regressor,
+    build_model,
+    build_test_sets,
+    resolve_device,
+)
+from main.config import add_config_args, config_from_args, save_config
+
+
+def run_evaluation(model, test_sets, smpl_by_gender, h36m, cfg, world, logger, step, best, checkpoint_dir, run_dir):
+    """Evaluate every test set, update the per-set best checkpoints, log and write the results."""
+    results = {}
+    for name, (loader, size) in test_sets.items():
+        summary, samples = evaluate(model, loader, smpl_by_gender=smpl_by_gender, h36m_regressor=h36m,
+                                    device=world.device, amp=cfg.amp, expected_count=size, progress=world.is_main,
+                                    desc=f"eval {name}", keep_samples=4 if world.is_main else 0)
+        results[name] = summary
+        logger.images(f"eval/{name}/overlay", crop_overlays(samples, model.body_model.faces, cfg), step)
+        logger.scalars(f"eval/{name}", {k: v for k, v in summary.items() if k != "n"}, step)
+        if world.is_main and summary["mpjpe"] < best.get(name, float("inf")):
+            best[name] = summary["mpjpe"]
+            save_atomic({"format": FORMAT, "model": model.state_dict(), "step": step, "metrics": summary},
+                        checkpoint_dir / f"{name}_best_ckpt.pth.tar")
+    if world.is_main and results:
+        logger.info(f"evaluation at step {step}:\n{format_table(results)}")
+        write_results_json(run_dir / "results" / f"eval_step{step:07d}.json", results)
+        write_results_json(run_dir / "results" / "latest.json", results)
+    return results
+
+
+def crop_overlays(samples, faces, cfg):
+    """Predicted meshes drawn over their input crops with the crop camera: (N, H, W, 3) uint8."""
+    images = []
+    for img, mesh, _ in samples:
+        crop = (img.permute(1, 2, 0).numpy() * 255).clip(0, 255).astype(np.uint8)
+        rendered = render([(mesh.numpy(), faces)], cfg.focal, cfg.princpt, cfg.input_img_shape)
+        images.append(overlay(crop, rendered, alpha=0.7))
+    return np.stack(images) if images else np.zeros((0, *cfg.input_img_shape, 3), np.uint8)
+
+
+def numpy_free_rng_state():
+    """rng_state() with numpy's array converted to a list, so checkpoints load with weights_only=True."""
+    state = rng_state()
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    state["numpy"] = (kind, keys.tolist(), pos, has_gauss, cached)
+    return state
+
+
+def restore_rng_state(state):
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    state = dict(state, numpy=(kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    set_rng_state(state)
+
+
+def save_training_state(path, objective, optimizer, scaler, step, cfg, best):
+    save_atomic({
+        "format": FORMAT, "model": objective.model.state_dict(), "loss_weights": objective.awl.state_dict(),
+        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
+        "config": dataclasses.asdict(cfg), "rng": numpy_free_rng_state(), "best": best,
+        "contrastive_rng": objective.nce_generator.get_state(),
+    }, path)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    exit_code: int  # 0, or 128 + signal number when stopped by SIGINT/SIGTERM (a resumable checkpoint was written)
+    step: int
+    model: torch.nn.Module
+
+
+def train(cfg):
+    """Train with the values of `cfg` (main.config.Config). Returns a TrainResult."""
+    torch.set_flush_denormal(True)  # freshly initialised networks (N(0, 0.001) convs) produce denormals on the CPU
+    world = init_distributed(resolve_device(cfg.device))
+    seed_everything(cfg.seed + world.rank)
+    run_dir = Path(cfg.output_dir) / cfg.exp_name
+    checkpoint_dir = run_dir / "checkpoint"
+    logger = RunLogger(run_dir / "log", enabled=world.is_main)
+    if world.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+    logger.info(f"run {cfg.exp_name}: {world.world_size} process(es) on {world.device}, amp={cfg.amp}")
+
+    body_model = build_body_model(cfg)
+    model = build_model(cfg, body_model=body_model)
+    if cfg.resume:
+        pass  # weights, optimiser and RNG come from the checkpoint below
+    elif cfg.init_ckpt:
+        load_checkpoint(model, cfg.init_ckpt)
+        logger.info(f"initial weights from {cfg.init_ckpt}")
+    elif model.vposer is not None:
+        logger.info(f"VPoser weights from {load_vposer_weights(model.vposer, cfg.vposer_path)}")
+    model.to(world.device)
+
+    contrastive = None
+    if cfg.with_contrastive:
+        contrastive = JointContrastiveLoss(
+            temperature=cfg.nce_temperature, intra_anchors=cfg.intra_anchors, intra_positives=cfg.intra_positives,
+            intra_negatives=cfg.intra_negatives, inter_anchors=cfg.inter_anchors,
+            inter_positives=cfg.inter_positives, inter_negatives=cfg.inter_negatives, hm_shape=cfg.output_hm_shape)
+    objective = TrainingObjective(model, contrastive, cfg.intra_weight, cfg.inter_weight, cfg.output_hm_shape,
+                                  seed=cfg.seed).to(world.device)
+    optimizer = build_optimizer(objective, cfg.lr, cfg.lr_backbone, cfg.weight_decay)
+    scaler = torch.amp.GradScaler(world.device.type, init_scale=cfg.init_scale, enabled=cfg.amp == "fp16")
+
+    step, best = 0, {}
+    if cfg.resume:
+        state = load_checkpoint(model, cfg.resume)
+        objective.awl.load_state_dict(state["loss_weights"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, best = state["step"], state.get("best", {})
+        objective.nce_generator.set_state(state["contrastive_rng"])
+        restore_rng_state(state["rng"])
+        logger.info(f"resumed {cfg.resume} at step {step}")
+
+    if world.distributed:
+        if world.device.type == "cuda":  # SyncBatchNorm has no CPU implementation
+            objective = torch.nn.SyncBatchNorm.convert_sync_batchnorm(objective)
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[world.device.index] if world.device.type == "cuda" else None)
+    else:
+        ddp = objective
+
+    # The datasets get their own CPU body model: they run in DataLoader workers, the network may be on a GPU.
+    data_body_model = build_body_model(cfg)
+    h36m = build_h36m_regressor(cfg, body_model.arrays["v_template"].shape[0])
+    train_set = build_train_dataset(
+        cfg.trainset_3d, cfg.trainset_2d, data_dir=cfg.data_dir, body_model=data_body_model,
+        joint_regressor_30=build_joint_regressor(cfg, data_body_model), h36m_regressor=h36m,
+        input_img_shape=cfg.input_img_shape, output_hm_shape=cfg.output_hm_shape, bbox_3d_size=cfg.bbox_3d_size,
+        update_bbox=cfg.update_bbox, augment=True, seed=cfg.seed)
+    sampler = EpochSampler(len(train_set), cfg.train_batch_size, cfg.seed, world.rank, world.world_size)
+    steps_per_epoch = sampler.batches_per_epoch()
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training set has {len(train_set)} samples, fewer than one batch of "
+                         f"{cfg.train_batch_size} per process; lower train_batch_size")
+    test_sets = build_test_sets(cfg, world)
+    smpl_by_gender = build_gendered_body_models(cfg, world.device) if test_sets else {}
+    last_step = min(cfg.end_epoch * steps_per_epoch, cfg.total_steps or float("inf"))
+    logger.info(f"{len(train_set)} training samples, {steps_per_epoch} steps per epoch, training to step "
+                f"{last_step}; test sets: {', '.join(test_sets) or 'none'}")
+
+    evaluated_at = [None]
+
+    def maybe_evaluate(step):
+        if test_sets and evaluated_at[0] != step:
+            broadcast_buffers(model)
+            run_evaluation(model, test_sets, smpl_by_gender, h36m, cfg, world, logger, step, best,
+                           checkpoint_dir, run_dir)
+            evaluated_at[0] = step
+
+    def on_step(step, terms):
+        if step % cfg.print_every == 0 or step == 1:
+            logger.scalars("train", terms, step)
+            logger.scalars("loss_weight", loss_weights(objective), step)
+            logger.scalars("lr", {g["name"]: g["lr"] for g in optimizer.param_groups}, step)
+            logger.info(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in terms.items()))
+        if cfg.eval_every_steps and step % cfg.eval_every_steps == 0:
+            maybe_evaluate(step)
+
+    with StopRequest() as stop:
+        while step < last_step:
+            epoch, start_batch = divmod(step, steps_per_epoch)
+            set_epoch_lr(optimizer, epoch, cfg.lr_dec_epoch, cfg.lr_dec_factor)
+            sampler.set_epoch(epoch, start_batch)
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)
+            # Its own generator: creating the loader must not consume the global RNG (exact resume).
+            loader = DataLoader(train_set, batch_size=cfg.train_batch_size, sampler=sampler,
+                                num_workers=cfg.num_thread, worker_init_fn=seed_worker, drop_last=True,
+                                generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch),
+                                pin_memory=world.device.type == "cuda")
+            step, stop_requested = train_one_epoch(
+                ddp, loader, optimizer, scaler, device=world.device, step=step, amp=cfg.amp, max_norm=cfg.max_norm,
+                total_steps=last_step, stop=stop, on_step=on_step, progress=world.is_main,
+                desc=f"epoch {epoch}")
+            broadcast_buffers(model)
+            if not stop_requested and (step % steps_per_epoch == 0 or step == last_step):
+                maybe_evaluate(step)  # after every epoch and at the end (spec 4.6)
+            if world.is_main:
+                save_training_state(checkpoint_dir / "last.pth.tar", objective, optimizer, scaler, step, cfg, best)
+            if stop_requested:
+                logger.info(f"stopped by a signal at step {step}; resume={checkpoint_dir / 'last.pth.tar'} continues")
+                logger.close()
+                return TrainResult(128 + (stop.signal or signal.SIGTERM), step, model)
+    logger.info(f"finished at step {step}; checkpoint {checkpoint_dir / 'last.pth.tar'}")
+    logger.close()
+    return TrainResult(0, step, model)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    cfg = config_from_args(parser.parse_intermixed_args(argv))
+    try:
+        return train(cfg).exit_code
+    finally:
+        cleanup_distributed()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
