@@ -152,3 +152,14 @@ def test_torchrun_two_processes_train_and_evaluate(data_dir, tmp_path):
     for metric in ("mpjpe", "pa_mpjpe", "mpvpe"):
         assert two[metric] == pytest.approx(one[metric], rel=1e-5)
         assert one[metric] == pytest.approx(during["3dpw"][metric], rel=1e-5)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_training_on_cpu(data_dir, tmp_path, amp):
+    overrides = tiny_overrides(data_dir, tmp_path, total_steps=2, testsets="[3dpw-oc]", amp=amp, exp_name=amp)
+    assert train_main.main(overrides) == 0
+    state = load(tmp_path / amp / "checkpoint" / "last.pth.tar")
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    if amp == "fp16":
+        assert state["scaler"]["scale"] > 0  # the GradScaler's dynamic state is saved for resume
