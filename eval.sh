@@ -7,16 +7,7 @@
 # Uses every visible GPU through torchrun when there are several (each sample is still evaluated once).
 set -euo pipefail
 cd "$(dirname "$0")"
-PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+source tools/launcher.sh
 CKPT_DIR=${CKPT_DIR:-checkpoint}
-
-if [ -z "${LAUNCHER:-}" ]; then
-  NGPU=$($PYTHON -c "import torch; print(torch.cuda.device_count())")
-  if [ "$NGPU" -gt 1 ]; then
-    LAUNCHER="$PYTHON -m torch.distributed.run --standalone --nproc_per_node $NGPU"
-  else
-    LAUNCHER="$PYTHON"
-  fi
-fi
 
 $LAUNCHER -m main.eval --ckpt-dir "$CKPT_DIR" "$@"

@@ -11,16 +11,7 @@
 #   LAUNCHER="torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_endpoint host:29500" ./train.sh
 set -euo pipefail
 cd "$(dirname "$0")"
-PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-
-if [ -z "${LAUNCHER:-}" ]; then
-  NGPU=$($PYTHON -c "import torch; print(torch.cuda.device_count())")
-  if [ "$NGPU" -gt 1 ]; then
-    LAUNCHER="$PYTHON -m torch.distributed.run --standalone --nproc_per_node $NGPU"
-  else
-    LAUNCHER="$PYTHON"
-  fi
-fi
+source tools/launcher.sh
 
 STAGE1_CKPT=$($PYTHON -c "
 import sys
