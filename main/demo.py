@@ -1,0 +1,486 @@
+"""Run JOTR on your own images and videos: every person's SMPL mesh, placed in the image's camera.
+
+    python -m main.demo --input photo.jpg                                  # people from Keypoint R-CNN
+    python -m main.demo --input photos/ --keypoints person_keypoints.json  # a COCO keypoints file
+    python -m main.demo --input clip.mp4 --keypoints openpose_json/ --side-view
+    python -m main.demo --input photo.jpg --ckpt checkpoint/3dpw-oc_best_ckpt.pth.tar --focal 1800 --device cuda
+    python -m main.demo --input photo.jpg --ckpt output/run/checkpoint/last.pth.tar --cfg output/run/config.yaml
+
+--input is an image, a folder of images or a video. The 2D poses come from --keypoints (COCO or OpenPose JSON,
+see data/keypoints_io.py) or, without it, from torchvision's Keypoint R-CNN (its weights download on first use).
+Each person is cropped and fed to JOTR exactly as in the 3DPW evaluation (data/pw3d.py); the predicted mesh is
+moved from the model's crop camera into the image's camera (common/camera.py), whose focal length defaults to
+sqrt(H^2 + W^2) pixels (--focal to override) with the principal point at the image centre. Each person's root
+lands exactly where the crop saw it; hands and feet that stick out in depth can shift by a few pixels, because
+the model's crop camera (focal 5000) is almost orthographic and the image camera is not.
+
+Writes to --out (default output/demo/<input stem>/), per frame (<frame> = the image's stem, or the six-digit
+index of a video frame):
+    <frame>_overlay.png        all meshes over the image (depth-ordered, one colour per person)
+    <frame>_side.png           with --side-view: the meshes turned 90 degrees about the vertical axis through
+                               the people's centroid (seen from the image's right), on a grey background
+    <frame>_person<k>.obj      person k's mesh: metres, image camera frame (x right, y down, z forward)
+    <frame>_params.json, .npz  per person: smpl_pose (72, axis-angle), smpl_shape (10), cam_trans (3: SMPL
+                               translation in metres, image camera), crop_cam_trans (3: the model's, crop camera),
+                               bbox (crop box xywh, image px), score (detection score or null), joints_2d_input
+                               (30 x 3: SMPL-30 order, image px + confidence), joints_2d_pred (30 x 2 image px),
+                               joints_3d (30 x 3 metres, image camera), focal, princpt (image camera, px)
+and for a video <input stem>_overlay.mp4 with the same frame count and fps (OpenCV's mp4v codec; it stores even
+sizes, so an odd width or height loses its last column or row).
+The model configuration (--cfg / key=value, as for main.train and main.eval) must match the checkpoint: the
+default is the paper's model with checkpoint/3dpw_best_ckpt.pth.tar and the SMPL files in data/body_models/.
+"""
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common.body_model import BodyModelFileError
+from common.camera import default_image_camera, translation_crop_to_image
+from common.checkpoint import load_checkpoint
+from common.renderer import overlay, project, render
+from data.keypoints_io import (
+    IMAGE_EXTENSIONS,
+    KEYPOINT_RCNN_DEFAULT_THRESHOLD,
+    DetectorUnavailableError,
+    KeypointFileError,
+    KeypointRCNNDetector,
+    image_stem,
+    person_from_keypoints,
+    read_keypoint_file,
+)
+from data.preprocessing import affine_points, generate_patch_image, to_heatmap_frame, trunc_mask
+from main.build import build_model, resolve_device
+from main.config import ConfigError, add_config_args, config_from_args
+
+DEFAULT_CKPT = "checkpoint/3dpw_best_ckpt.pth.tar"
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_VIDEO_FPS = 30.0  # when the container does not say
+SIDE_VIEW_DEGREES = 90.0
+SIDE_VIEW_BACKGROUND = 235  # grey level
+OVERLAY_ALPHA = 0.8  # weight of the rendered mesh over the image
+
+
+class DemoError(Exception):
+    """Bad input to the demo; the message says what is wrong and how to fix it."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Input
+
+
+@dataclasses.dataclass
+class Frame:
+    """name: the output file prefix; image (H, W, 3) uint8 RGB; video_index: position in the video (None for
+    images)."""
+    name: str
+    image: np.ndarray
+    video_index: int | None = None
+
+
+def read_image(path):
+    """(H, W, 3) uint8 RGB."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DemoError(f"cannot read image {path} (missing, or not an image OpenCV can decode)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class InputMedia:
+    """An image, a folder of images (sorted by file name) or a video, iterated as Frames.
+
+    kind: 'image', 'folder' or 'video'; stem: the input's name without extension; fps: the video's frame rate
+    (None for images); len(): the number of frames (for a video, what the container reports)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.stem = self.path.stem if self.path.is_file() else self.path.name
+        self.fps = None
+        suffix = self.path.suffix.lower()
+        if not self.path.exists():
+            raise DemoError(f"--input {self.path} does not exist (give an image, a folder of images or a video)")
+        if self.path.is_dir():
+            self.kind = "folder"
+            self.image_paths = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not self.image_paths:
+                raise DemoError(f"--input {self.path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+        elif suffix in IMAGE_EXTENSIONS:
+            self.kind, self.image_paths = "image", [self.path]
+        elif suffix in VIDEO_EXTENSIONS:
+            self.kind, self.image_paths = "video", []
+            capture = cv2.VideoCapture(str(self.path))
+            if not capture.isOpened():
+                raise DemoError(f"--input {self.path}: OpenCV cannot open this video")
+            self.num_video_frames = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+            fps = capture.get(cv2.CAP_PROP_FPS)
+            self.fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else DEFAULT_VIDEO_FPS
+            capture.release()
+        else:
+            raise DemoError(f"--input {self.path}: unsupported file type '{suffix}'; expected an image "
+                            f"({', '.join(IMAGE_EXTENSIONS)}), a video ({', '.join(VIDEO_EXTENSIONS)}) or a folder")
+        self.names = _unique_names(self.image_paths)
+
+    def __len__(self):
+        return self.num_video_frames if self.kind == "video" else len(self.image_paths)
+
+    def frame_keys(self):
+        """(name, video_index) of every frame, without reading them (video: as many as the container reports)."""
+        if self.kind == "video":
+            return [(video_frame_name(i), i) for i in range(len(self))]
+        return [(path.name, None) for path in self.image_paths]
+
+    def __iter__(self):
+        if self.kind != "video":
+            for path, name in zip(self.image_paths, self.names):
+                yield Frame(name, read_image(path))
+            return
+        capture = cv2.VideoCapture(str(self.path))
+        try:
+            index = 0
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    break
+                yield Frame(video_frame_name(index), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), video_index=index)
+                index += 1
+        finally:
+            capture.release()
+
+
+def video_frame_name(index):
+    return f"{index:06d}"
+
+
+def _unique_names(paths):
+    """Output prefixes: the image stems, with the extension kept where two images share a stem."""
+    stems = [image_stem(p.name) for p in paths]
+    return [f"{stem}_{p.suffix.lstrip('.')}" if stems.count(stem) > 1 else stem for stem, p in zip(stems, paths)]
+
+
+def people_from_keypoint_file(keypoint_file, single_image=False):
+    """A Frame -> [Person2D] function reading the frame's detections from a KeypointFile. With `single_image`, a
+    file holding exactly one image's detections is used for the input image whatever its name."""
+    only = next(iter(keypoint_file.entries.values())) if single_image and len(keypoint_file) == 1 else None
+
+    def people_for(frame):
+        detections = only if only is not None else keypoint_file.lookup(frame.name, frame.video_index)
+        return _people(detections or [], frame.image)
+
+    return people_for
+
+
+def people_from_detector(detector):
+    """A Frame -> [Person2D] function running a detector (e.g. data.keypoints_io.KeypointRCNNDetector)."""
+    return lambda frame: _people(detector(frame.image), frame.image)
+
+
+def _people(detections, image):
+    height, width = image.shape[:2]
+    people = (person_from_keypoints(d.keypoints, d.layout, width, height, d.score) for d in detections)
+    return [p for p in people if p is not None]
+
+
+def check_keypoint_coverage(keypoint_file, media):
+    """Raise DemoError when the keypoint file has poses for none of the input's frames (a naming mismatch);
+    return the number of frames without an entry."""
+    if media.kind == "image" and len(keypoint_file) == 1:
+        return 0
+    keys = media.frame_keys()
+    missing = [name for name, index in keys if keypoint_file.lookup(name, index) is None]
+    if keys and len(missing) == len(keys):
+        examples = ", ".join(list(keypoint_file.entries)[:3])
+        raise DemoError(f"--keypoints {keypoint_file.source} has no poses for any input frame: its image names "
+                        f"({examples}, ...) match none of the input's ({', '.join(n for n, _ in keys[:3])}, ...). "
+                        f"Names match by file name, by name without extension, or (video) by frame index.")
+    return len(missing)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model inputs, inference and placement
+
+
+def prepare_person(image, person, input_img_shape, output_hm_shape):
+    """The model inputs for one person, built as data.pw3d.PW3D builds a test sample (no augmentation).
+
+    Returns img (3, H, W) float32 RGB in [0, 1]; joints (30, 3) heatmap frame + confidence; joints_mask (30, 1);
+    bbox (4,) xywh image px; bb2img (2, 3) crop -> image pixels."""
+    patch, img2bb, bb2img = generate_patch_image(image, person.bbox, 1.0, 0.0, False, input_img_shape)
+    joints_hm = to_heatmap_frame(affine_points(person.joints[:, :2], img2bb), input_img_shape, output_hm_shape)
+    joints = np.concatenate([joints_hm, person.joints[:, 2:]], axis=1).astype(np.float32)
+    return {
+        "img": (patch.transpose(2, 0, 1) / 255.0).astype(np.float32),
+        "joints": joints,
+        "joints_mask": trunc_mask(joints, person.valid, output_hm_shape, check_depth=False),
+        "bbox": np.asarray(person.bbox, dtype=np.float32),
+        "bb2img": bb2img,
+    }
+
+
+@torch.no_grad()
+def predict(model, inputs, device, batch_size):
+    """Run the model over a list of prepare_person dicts in batches. Returns numpy arrays: smpl_pose (N, 72),
+    smpl_shape (N, 10), cam_trans (N, 3), mesh_cam_render (N, V, 3) and joint_cam (N, 30, 3) root-relative, in
+    the crop camera (metres), and root (N, 3) the root joint there."""
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        chunk = inputs[start:start + batch_size]
+        batch = {k: torch.from_numpy(np.stack([item[k] for item in chunk])).to(device)
+                 for k in ("img", "joints", "joints_mask", "bbox")}
+        out = model(batch["img"], batch["joints"], batch["joints_mask"], bbox=batch["bbox"])
+        arrays = {k: out[k].float().cpu().numpy() for k in
+                  ("smpl_pose", "smpl_shape", "cam_trans", "mesh_cam_render", "smpl_mesh_cam", "joint_cam")}
+        # smpl_mesh_cam is mesh_cam_render minus the root joint (spec 1.3-19).
+        arrays["root"] = arrays["mesh_cam_render"][:, 0] - arrays.pop("smpl_mesh_cam")[:, 0]
+        outputs.append(arrays)
+    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+
+
+def _empty_prediction():
+    """predict's output for no people."""
+    return {"smpl_pose": np.zeros((0, 72)), "smpl_shape": np.zeros((0, 10)), "cam_trans": np.zeros((0, 3)),
+            "mesh_cam_render": np.zeros((0, 0, 3)), "joint_cam": np.zeros((0, 30, 3)), "root": np.zeros((0, 3))}
+
+
+def place_in_image(pred, bb2img, crop_focal, crop_princpt, img_focal, img_princpt):
+    """Move crop-camera predictions (predict's output for N people, their (N, 2, 3) bb2img) into the image camera.
+
+    Returns cam_trans (N, 3) SMPL translation, vertices (N, V, 3), joints_3d (N, 30, 3), all metres in the image
+    camera, and joints_2d (N, 30, 2) their image projections in pixels."""
+    cam_trans = translation_crop_to_image(pred["cam_trans"], pred["root"], bb2img, crop_focal, crop_princpt,
+                                          img_focal, img_princpt)
+    shift = cam_trans - pred["cam_trans"]
+    vertices = pred["mesh_cam_render"] + shift[:, None]
+    joints_3d = pred["joint_cam"] + (pred["root"] + shift)[:, None]
+    return {"cam_trans": cam_trans, "vertices": vertices, "joints_3d": joints_3d,
+            "joints_2d": project(joints_3d, img_focal, img_princpt)}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Output
+
+
+def render_overlay(image, vertices, faces, focal, princpt):
+    """All meshes (N, V, 3) (image camera, metres) over `image` (H, W, 3) uint8 RGB, depth-ordered by the
+    z-buffer, one palette colour per person. Returns (overlay (H, W, 3) uint8, common.renderer.RenderResult)."""
+    result = render([(v, faces) for v in vertices], focal, princpt, image.shape[:2])
+    return overlay(image, result, alpha=OVERLAY_ALPHA), result
+
+
+def side_view_meshes(vertices, degrees=SIDE_VIEW_DEGREES):
+    """Meshes (N, V, 3) turned by `degrees` about the camera's vertical (y) axis through the centroid of the
+    people's centres: positive angles bring the far side to the right (the scene as seen from the image's right)."""
+    vertices = np.asarray(vertices, dtype=np.float64)
+    centre = vertices.mean(axis=1).mean(axis=0)
+    angle = np.deg2rad(degrees)
+    rotation = np.array([[np.cos(angle), 0.0, np.sin(angle)], [0.0, 1.0, 0.0], [-np.sin(angle), 0.0, np.cos(angle)]])
+    return (vertices - centre) @ rotation.T + centre
+
+
+def write_obj(path, vertices, faces):
+    """A Wavefront OBJ with `v x y z` (metres) and 1-based `f a b c` lines."""
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(vertices, dtype=np.float64)]
+    lines += [f"f {a} {b} {c}" for a, b, c in np.asarray(faces, dtype=np.int64) + 1]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def _write_png(path, rgb):
+    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1])):
+        raise DemoError(f"cannot write {path}")
+
+
+def frame_params(people, pred, placed):
+    """The per-person parameter arrays written to <frame>_params.{json,npz} (see the module docstring)."""
+    n = len(people)
+    return {
+        "smpl_pose": pred["smpl_pose"].reshape(n, 72), "smpl_shape": pred["smpl_shape"].reshape(n, 10),
+        "cam_trans": placed["cam_trans"].reshape(n, 3), "crop_cam_trans": pred["cam_trans"].reshape(n, 3),
+        "bbox": np.array([p.bbox for p in people], dtype=np.float32).reshape(n, 4),
+        "score": np.array([np.nan if p.score is None else p.score for p in people], dtype=np.float32),
+        "joints_2d_input": np.array([p.joints for p in people], dtype=np.float32).reshape(n, 30, 3),
+        "joints_2d_pred": placed["joints_2d"].reshape(n, 30, 2), "joints_3d": placed["joints_3d"].reshape(n, 30, 3),
+    }
+
+
+def write_frame(out_dir, frame, people, pred, placed, faces, focal, princpt, with_side_view):
+    """Write one frame's overlay (and side view), meshes and parameters; return (overlay image, file paths)."""
+    name, (height, width) = frame.name, frame.image.shape[:2]
+    vertices = placed["vertices"]
+    image, _ = render_overlay(frame.image, vertices, faces, focal, princpt)
+    paths = {"overlay": out_dir / f"{name}_overlay.png", "side": None, "objs": [],
+             "params_json": out_dir / f"{name}_params.json", "params_npz": out_dir / f"{name}_params.npz"}
+    _write_png(paths["overlay"], image)
+    if with_side_view:
+        background = np.full((height, width, 3), SIDE_VIEW_BACKGROUND, dtype=np.uint8)
+        turned = side_view_meshes(vertices) if len(vertices) else vertices
+        side = render([(v, faces) for v in turned], focal, princpt, (height, width), background=background).image
+        paths["side"] = out_dir / f"{name}_side.png"
+        _write_png(paths["side"], side)
+    for k, v in enumerate(vertices):
+        paths["objs"].append(out_dir / f"{name}_person{k}.obj")
+        write_obj(paths["objs"][-1], v, faces)
+
+    params = frame_params(people, pred, placed)
+    camera = {"focal": [float(f) for f in focal], "princpt": [float(c) for c in princpt]}
+    people_json = []
+    for k in range(len(people)):
+        person = {key: value[k].astype(np.float64).tolist() for key, value in params.items() if key != "score"}
+        person["score"] = people[k].score
+        person.update(camera, obj=paths["objs"][k].name)
+        people_json.append(person)
+    content = {"frame": name, "image_size": [height, width], **camera,
+               "units": "metres (3D, image camera: x right, y down, z forward), pixels (2D)", "people": people_json}
+    paths["params_json"].write_text(json.dumps(content))
+    np.savez(paths["params_npz"], **params, focal=np.asarray(focal, np.float64),
+             princpt=np.asarray(princpt, np.float64), image_size=np.array([height, width]))
+    return image, paths
+
+
+def run_demo(model, frames, people_per_frame, out_dir, *, device=None, batch_size=DEFAULT_BATCH_SIZE, focal=None,
+             side_view=False, video_path=None, fps=DEFAULT_VIDEO_FPS, num_frames=None, progress=True):
+    """JOTR on every person of every frame; writes the outputs listed in the module docstring.
+
+    model: a JOTR (common.jotr), put in eval mode here; its crop camera (focal, princpt, input_img_shape,
+        output_hm_shape) and body_model.faces are used. frames: iterable of Frame. people_per_frame: a function
+        Frame -> [data.keypoints_io.Person2D], or a sequence of such lists aligned with frames.
+    device: where the model runs (default: where its parameters are). batch_size: people per forward pass
+        (people of consecutive frames are batched together). focal: the image camera's focal length in pixels
+        (default sqrt(H^2 + W^2)); the principal point is the image centre. video_path: also write the overlays
+        as an mp4 there (fps frames per second). num_frames: for the progress bar.
+    Returns one dict per frame: name, num_people, overlay, side, objs, params_json, params_npz (paths).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    if device is None:
+        device = next(iter(model.parameters()), torch.empty(0)).device
+    if callable(people_per_frame):
+        people_for = people_per_frame
+    else:
+        people_lists = iter(people_per_frame)
+
+        def people_for(frame):
+            return next(people_lists)
+    faces = np.asarray(model.body_model.faces, dtype=np.int64)
+    crop_camera = (model.focal, model.princpt)
+    writer, summaries, pending = None, [], []
+
+    def flush():
+        nonlocal writer
+        inputs = [item for _, _, prepared in pending for item in prepared]
+        pred = predict(model, inputs, device, batch_size) if inputs else _empty_prediction()
+        start = 0
+        for frame, people, prepared in pending:
+            height, width = frame.image.shape[:2]
+            cam_focal, princpt = default_image_camera(height, width)
+            cam_focal = cam_focal if focal is None else (float(focal), float(focal))
+            n = len(people)
+            mine = {k: v[start:start + n] for k, v in pred.items()}
+            bb2img = np.stack([item["bb2img"] for item in prepared]) if n else np.zeros((0, 2, 3))
+            placed = place_in_image(mine, bb2img, *crop_camera, cam_focal, princpt)
+            start += n
+            image, paths = write_frame(out_dir, frame, people, mine, placed, faces, cam_focal, princpt, side_view)
+            if video_path is not None:
+                if writer is None:
+                    writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps),
+                                             (width, height))
+                    if not writer.isOpened():
+                        raise DemoError(f"cannot write the video {video_path} (OpenCV's mp4v encoder)")
+                writer.write(np.ascontiguousarray(image[..., ::-1]))
+            summaries.append({"name": frame.name, "num_people": n, **paths})
+        pending.clear()
+
+    try:
+        for frame in tqdm(frames, total=num_frames, desc="demo", unit="frame", disable=not progress):
+            people = people_for(frame)
+            prepared = [prepare_person(frame.image, p, model.input_img_shape, model.output_hm_shape) for p in people]
+            pending.append((frame, people, prepared))
+            if sum(len(p) for _, p, _ in pending) >= batch_size or len(pending) >= batch_size:
+                flush()
+        flush()
+    finally:
+        if writer is not None:
+            writer.release()
+    return summaries
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def missing_checkpoint_message(path):
+    return (f"checkpoint not found: {path}. The official JOTR checkpoints (3dpw_best_ckpt.pth.tar, "
+            f"3dpw-oc_best_ckpt.pth.tar, 3dpw-pc_best_ckpt.pth.tar, 3dpw-crowd_best_ckpt.pth.tar) come from the "
+            f"Google Drive links in the official JOTR README (github.com/xljh0520/JOTR) and go in checkpoint/ (see "
+            f"checkpoint/README.md); they fit the default configuration (the paper's model) and need the real SMPL "
+            f"files in data/body_models/ (README, 'Body-model files'). A checkpoint of your own run is "
+            f"output/<exp_name>/checkpoint/last.pth.tar: pass it with --ckpt and its config with --cfg.")
+
+
+def run(args, cfg):
+    media = InputMedia(args.input)
+    ckpt = Path(args.ckpt)
+    if not ckpt.is_file():
+        raise DemoError(missing_checkpoint_message(ckpt))
+    if args.batch_size < 1:
+        raise DemoError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.focal is not None and not args.focal > 0:
+        raise DemoError(f"--focal must be a positive focal length in pixels, got {args.focal}")
+    if args.device:
+        cfg = dataclasses.replace(cfg, device=args.device)  # validated like the config's own device field
+    device = resolve_device(cfg.device)
+    if args.keypoints:
+        keypoint_file = read_keypoint_file(args.keypoints)
+        missing = check_keypoint_coverage(keypoint_file, media)
+        if missing:
+            print(f"note: {missing} of {len(media)} frames have no entry in {args.keypoints}; they get no meshes",
+                  file=sys.stderr)
+        people_for = people_from_keypoint_file(keypoint_file, single_image=media.kind == "image")
+    else:
+        people_for = people_from_detector(KeypointRCNNDetector(device, args.det_threshold))
+    model = build_model(cfg)
+    load_checkpoint(model, ckpt)
+    model.to(device)
+    out_dir = Path(args.out) if args.out else Path(cfg.output_dir) / "demo" / media.stem
+    video_path = out_dir / f"{media.stem}_overlay.mp4" if media.kind == "video" else None
+    summaries = run_demo(model, media, people_for, out_dir, device=device, batch_size=args.batch_size,
+                         focal=args.focal, side_view=args.side_view, video_path=video_path,
+                         fps=media.fps or DEFAULT_VIDEO_FPS, num_frames=len(media) or None)
+    people = sum(s["num_people"] for s in summaries)
+    print(f"{len(summaries)} frame(s), {people} person(s); results in {out_dir}"
+          + (f" (video {video_path.name})" if video_path else ""))
+    return summaries
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="an image, a folder of images or a video")
+    parser.add_argument("--ckpt", default=DEFAULT_CKPT, help=f"model weights (default {DEFAULT_CKPT})")
+    parser.add_argument("--keypoints", help="COCO keypoints JSON, OpenPose JSON or folder of them (default: run "
+                                            "Keypoint R-CNN)")
+    parser.add_argument("--out", help="output folder (default <output_dir>/demo/<input stem>)")
+    parser.add_argument("--focal", type=float, help="image camera focal length in pixels (default sqrt(H^2 + W^2))")
+    parser.add_argument("--side-view", action="store_true", help="also render the meshes turned by 90 degrees")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="people per forward pass")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: the config's device)")
+    parser.add_argument("--det-threshold", type=float, default=KEYPOINT_RCNN_DEFAULT_THRESHOLD,
+                        help="Keypoint R-CNN person score threshold")
+    add_config_args(parser)
+    args = parser.parse_intermixed_args(argv)
+    try:
+        cfg = config_from_args(args)
+        run(args, cfg)
+    except (DemoError, DetectorUnavailableError, KeypointFileError, BodyModelFileError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
