@@ -1,4 +1,7 @@
 """Builds the objects the entry points need from a Config (library code never sees the config itself)."""
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -54,9 +57,16 @@ def build_gendered_body_models(cfg, device):
     return {gender: build_body_model(cfg, gender).to(device) for gender in ("male", "female", "neutral")}
 
 
-def build_test_sets(cfg, world):
-    """{name: (loader, dataset size)} for cfg.testsets; each process evaluates a disjoint shard (ShardSampler)."""
-    sets = {}
+@dataclass
+class TestSet:
+    loader: DataLoader  # this process's shard (ShardSampler): every sample is evaluated once over all processes
+    size: int  # samples in the whole test set
+    h36m_regressor: np.ndarray  # (17, V) evaluation joints: the set's own file if it ships one (3DOH), else cfg's
+
+
+def build_test_sets(cfg, world, num_verts=6890):
+    """{name: TestSet} for cfg.testsets."""
+    sets, default_regressor = {}, None
     for name in cfg.testsets:
         dataset = build_test_dataset(name, data_dir=cfg.data_dir, input_img_shape=cfg.input_img_shape,
                                      output_hm_shape=cfg.output_hm_shape)
@@ -64,5 +74,10 @@ def build_test_sets(cfg, world):
                             sampler=ShardSampler(len(dataset), world.rank, world.world_size),
                             num_workers=cfg.num_thread, worker_init_fn=seed_worker,
                             generator=torch.Generator().manual_seed(cfg.seed), pin_memory=world.device.type == "cuda")
-        sets[name] = (loader, len(dataset))
+        regressor = getattr(dataset, "h36m_regressor", None)
+        if regressor is None:
+            if default_regressor is None:
+                default_regressor = build_h36m_regressor(cfg, num_verts)
+            regressor = default_regressor
+        sets[name] = TestSet(loader, len(dataset), regressor)
     return sets

@@ -21,7 +21,6 @@ from common.metrics import format_table, write_results_json
 from main.build import (
     build_body_model,
     build_gendered_body_models,
-    build_h36m_regressor,
     build_model,
     build_test_sets,
     resolve_device,
@@ -47,23 +46,22 @@ def run(cfg, args):
     world = init_distributed(resolve_device(cfg.device))
     body_model = build_body_model(cfg)
     model = build_model(cfg, body_model=body_model).to(world.device)
-    test_sets = build_test_sets(cfg, world)
+    test_sets = build_test_sets(cfg, world, body_model.arrays["v_template"].shape[0])
     for name in test_sets:  # fail before any work if a checkpoint is missing
         if not checkpoint_for(name, args).is_file():
             raise FileNotFoundError(f"no checkpoint for {name}: {checkpoint_for(name, args)} does not exist. The "
                                     f"released ones ({name}_best_ckpt.pth.tar) come from the JOTR README's links and "
                                     f"go in checkpoint/ (see checkpoint/README.md)")
     smpl_by_gender = build_gendered_body_models(cfg, world.device)
-    h36m = build_h36m_regressor(cfg, body_model.arrays["v_template"].shape[0])
     results, loaded = {}, None
-    for name, (loader, size) in test_sets.items():
+    for name, test_set in test_sets.items():
         path = checkpoint_for(name, args)
         if path != loaded:
             load_checkpoint(model, path)
             loaded = path
-        results[name], _ = evaluate(model, loader, smpl_by_gender=smpl_by_gender, h36m_regressor=h36m,
-                                    device=world.device, amp=cfg.amp, expected_count=size, progress=world.is_main,
-                                    desc=f"eval {name}")
+        results[name], _ = evaluate(model, test_set.loader, smpl_by_gender=smpl_by_gender,
+                                    h36m_regressor=test_set.h36m_regressor, device=world.device, amp=cfg.amp,
+                                    expected_count=test_set.size, progress=world.is_main, desc=f"eval {name}")
         results[name]["checkpoint"] = str(path)
     if world.is_main:
         out = Path(args.out) if args.out else Path(cfg.output_dir) / cfg.exp_name / "eval" / "results.json"

@@ -56,13 +56,14 @@ from main.build import (
 from main.config import add_config_args, config_from_args, save_config
 
 
-def run_evaluation(model, test_sets, smpl_by_gender, h36m, cfg, world, logger, step, best, checkpoint_dir, run_dir):
+def run_evaluation(model, test_sets, smpl_by_gender, cfg, world, logger, step, best, checkpoint_dir, run_dir):
     """Evaluate every test set, update the per-set best checkpoints, log and write the results."""
     results = {}
-    for name, (loader, size) in test_sets.items():
-        summary, samples = evaluate(model, loader, smpl_by_gender=smpl_by_gender, h36m_regressor=h36m,
-                                    device=world.device, amp=cfg.amp, expected_count=size, progress=world.is_main,
-                                    desc=f"eval {name}", keep_samples=4 if world.is_main else 0)
+    for name, test_set in test_sets.items():
+        summary, samples = evaluate(model, test_set.loader, smpl_by_gender=smpl_by_gender,
+                                    h36m_regressor=test_set.h36m_regressor, device=world.device, amp=cfg.amp,
+                                    expected_count=test_set.size, progress=world.is_main, desc=f"eval {name}",
+                                    keep_samples=4 if world.is_main else 0)
         results[name] = summary
         logger.images(f"eval/{name}/overlay", crop_overlays(samples, model.body_model.faces, cfg), step)
         logger.scalars(f"eval/{name}", {k: v for k, v in summary.items() if k != "n"}, step)
@@ -177,13 +178,14 @@ def train(cfg):
         cfg.trainset_3d, cfg.trainset_2d, data_dir=cfg.data_dir, body_model=data_body_model,
         joint_regressor_30=build_joint_regressor(cfg, data_body_model), h36m_regressor=h36m,
         input_img_shape=cfg.input_img_shape, output_hm_shape=cfg.output_hm_shape, bbox_3d_size=cfg.bbox_3d_size,
-        update_bbox=cfg.update_bbox, augment=True, seed=cfg.seed)
+        update_bbox=cfg.update_bbox, augment=True, seed=cfg.seed, official_crowdpose_flip=cfg.official_crowdpose_flip,
+        official_crowdpose_fit_filter=cfg.official_crowdpose_fit_filter)
     sampler = EpochSampler(len(train_set), cfg.train_batch_size, cfg.seed, world.rank, world.world_size)
     steps_per_epoch = sampler.batches_per_epoch()
     if steps_per_epoch == 0:
         raise ValueError(f"the training set has {len(train_set)} samples, fewer than one batch of "
                          f"{cfg.train_batch_size} per process; lower train_batch_size")
-    test_sets = build_test_sets(cfg, world)
+    test_sets = build_test_sets(cfg, world, body_model.arrays["v_template"].shape[0])
     smpl_by_gender = build_gendered_body_models(cfg, world.device) if test_sets else {}
     last_step = min(cfg.end_epoch * steps_per_epoch, cfg.total_steps or float("inf"))
     logger.info(f"{len(train_set)} training samples, {steps_per_epoch} steps per epoch, training to step "
@@ -194,8 +196,8 @@ def train(cfg):
     def maybe_evaluate(step):
         if test_sets and evaluated_at[0] != step:
             broadcast_buffers(model)
-            run_evaluation(model, test_sets, smpl_by_gender, h36m, cfg, world, logger, step, best,
-                           checkpoint_dir, run_dir)
+            run_evaluation(model, test_sets, smpl_by_gender, cfg, world, logger, step, best, checkpoint_dir,
+                           run_dir)
             evaluated_at[0] = step
 
     def on_step(step, terms):

@@ -124,9 +124,10 @@ def test_build_train_dataset_groups(muco_kwargs):
 
 
 def test_build_train_dataset_errors(muco_kwargs):
-    with pytest.raises(ValueError, match=r"unknown training dataset 'Human36M' \('Human36M' is planned.*MuCo"):
-        build_train_dataset(["Human36M", "MuCo"], [], **muco_kwargs)
-    with pytest.raises(ValueError, match=r"unknown training dataset 'MPII'; available: MuCo"):
+    with pytest.raises(ValueError, match=r"unknown training dataset 'Human3.6M'; available: CrowdPose, Human36M, "
+                                         r"MSCOCO, MuCo"):
+        build_train_dataset(["Human3.6M", "MuCo"], [], **muco_kwargs)
+    with pytest.raises(ValueError, match=r"unknown training dataset 'MPII'; available: .*MuCo"):
         build_train_dataset([], ["MPII"], **muco_kwargs)
     with pytest.raises(ValueError, match="both empty"):
         build_train_dataset([], [], **muco_kwargs)
@@ -135,8 +136,8 @@ def test_build_train_dataset_errors(muco_kwargs):
 def test_build_test_dataset(tmp_path):
     _, _, _, joints_fn = toy_setup()
     write_tiny_pw3d(tmp_path, joints_fn)
-    assert set(TEST_DATASETS) == {"3dpw", "3dpw-oc", "3dpw-pc", "3dpw-crowd"}
+    assert set(TEST_DATASETS) == {"3dpw", "3dpw-oc", "3dpw-pc", "3dpw-crowd", "3doh"}
     ds = build_test_dataset("3dpw-pc", data_dir=tmp_path / "data", input_img_shape=(256, 256))
     assert isinstance(ds, PW3D) and ds.variant == "3dpw-pc" and len(ds) == 2
-    with pytest.raises(ValueError, match=r"unknown test dataset '3dpw-val'; available: 3dpw, 3dpw-crowd"):
+    with pytest.raises(ValueError, match=r"unknown test dataset '3dpw-val'; available: 3doh, 3dpw, 3dpw-crowd"):
         build_test_dataset("3dpw-val", data_dir=tmp_path / "data")
