@@ -135,13 +135,13 @@ class Human36M(torch.utils.data.Dataset):
 
     def __init__(self, data_dir, body_model, joint_regressor_30, h36m_regressor, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True, augment=True, seed=0,
-                 max_missing_images=None, subjects=TRAIN_SUBJECTS, sampling_ratio=SAMPLING_RATIO):
+                 max_missing_images=None, subjects=TRAIN_SUBJECTS, sampling_ratio=SAMPLING_RATIO, occlusion_prob=0.0):
         self.root = os.path.join(os.fspath(data_dir), "Human36M")
         self.h36m_regressor = np.asarray(h36m_regressor, dtype=np.float64)
         if self.h36m_regressor.shape[0] != len(H36M17):
             raise ValueError(f"h36m_regressor must have {len(H36M17)} rows, got {self.h36m_regressor.shape}")
         self.builder = TrainSampleBuilder(body_model, joint_regressor_30, input_img_shape, output_hm_shape,
-                                          bbox_3d_size)
+                                          bbox_3d_size, occlusion_prob=occlusion_prob)
         self.subjects = tuple(int(s) for s in subjects)
         self.sampling_ratio = int(sampling_ratio)
         self.update_bbox = bool(update_bbox)

@@ -66,6 +66,7 @@ class MuCoSample:
     princpt: np.ndarray  # (2,) image pixels
     smpl: dict | None  # {'pose' (72,), 'shape' (10,), 'trans' (3,) metres} or None
     bbox_scale: float | None  # fixed crop enlargement (update_bbox False) or None (drawn per item)
+    near_joints: list  # [(21, 3)] the image's other people: image pixels + visibility 1 (PoseFix swaps)
 
 
 def _load_json(path):
@@ -124,13 +125,13 @@ class MuCo(torch.utils.data.Dataset):
 
     def __init__(self, data_dir, body_model, joint_regressor_30, h36m_regressor, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True, augment=True, seed=0,
-                 max_missing_images=None):
+                 max_missing_images=None, occlusion_prob=0.0):
         self.root = os.path.join(os.fspath(data_dir), "MuCo")
         self.h36m_regressor = np.asarray(h36m_regressor, dtype=np.float64)
         if self.h36m_regressor.shape[0] != len(H36M17):
             raise ValueError(f"h36m_regressor must have {len(H36M17)} rows, got {self.h36m_regressor.shape}")
         self.builder = TrainSampleBuilder(body_model, joint_regressor_30, input_img_shape, output_hm_shape,
-                                          bbox_3d_size)
+                                          bbox_3d_size, occlusion_prob=occlusion_prob)
         self.update_bbox = bool(update_bbox)
         self.augment = bool(augment)
         self.seed = int(seed)
@@ -185,7 +186,9 @@ class MuCo(torch.utils.data.Dataset):
                 ann_id=int(ann_id), image_id=int(image_id), img_path=os.path.join(self.root, img["file_name"]),
                 img_width=width, img_height=height, bbox=arrays["bbox"].astype(np.float32),
                 joints_img=arrays["joints_img"], joints_cam=arrays["joints_cam"], focal=focal, princpt=princpt,
-                smpl=smpl, bbox_scale=None if self.update_bbox else float(rng.uniform(1.0, 1.2))))
+                smpl=smpl, bbox_scale=None if self.update_bbox else float(rng.uniform(1.0, 1.2)),
+                near_joints=[np.concatenate([other["joints_img"], np.ones((len(MUCO21), 1))], axis=1)
+                             for _, other_ann, other in candidates if other_ann is not ann]))
         return samples
 
     def __len__(self):
@@ -251,5 +254,5 @@ class MuCo(torch.utils.data.Dataset):
                               <= FIT_ERROR_THRESHOLD_MM)
             return self.builder(img, sample.bbox, sample.joints_img, np.ones(len(MUCO21)), MUCO21, rng, self.augment,
                                 joints_cam=sample.joints_cam / 1000.0, smpl_fit=fit, bbox_scale=sample.bbox_scale,
-                                return_geometry=return_geometry)
+                                near_joints=sample.near_joints, return_geometry=return_geometry)
         raise FileNotFoundError(f"no MuCo image could be read under {self.root}")

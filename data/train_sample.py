@@ -1,11 +1,13 @@
 """The training sample every training loader builds (spec 5.2, 5.3): crop, augmentation and all targets.
 
-A loader (MuCo now; Human3.6M, MSCOCO, CrowdPose later) reads one person's annotation and calls a
+A loader (MuCo, Human3.6M, MSCOCO, CrowdPose) reads one person's annotation and calls a
 `TrainSampleBuilder`. The builder returns `(inputs, targets, meta)`, dicts of float32 numpy arrays
 (0-d arrays for the scalars; the default DataLoader collate turns them into tensors):
 
-inputs:  img (3, 256, 256) RGB in [0, 1] (no mean/std); joints (30, 2) input 2D pose, heatmap frame (the
-         ground truth corrupted by `input_pose_noise`); joints_mask (30, 1) = orig_joint_trunc.
+inputs:  img (3, 256, 256) RGB in [0, 1] (no mean/std), with synthetic occluders pasted on if enabled (data.occluder);
+         joints (30, 2) input 2D pose, heatmap frame: the ground truth corrupted by PoseFix synthesis (data.posefix,
+         applied in the crop frame; joints COCO lacks stay exact) or a given stand-in; joints_mask (30, 1) =
+         orig_joint_trunc (from the ground truth, not from the corrupted pose, spec 5.3).
 targets: orig_joint_img (30, 3) heatmap frame x, y; z = depth bin for 3D sets, 0/1 visibility for 2D sets;
          fit_joint_img (30, 3) the SMPL fit's J30 joints projected with the dataset camera and cropped, z = depth
          bin; orig_joint_cam (30, 3) root-relative metres, camera frame after the rotation augmentation (zeros for
@@ -17,8 +19,11 @@ meta:    orig_joint_valid (30, 1); orig_joint_trunc (30, 1) valid x inside the h
 Joints of any dataset joint set are mapped into SMPL30 by name; SMPL30 joints the set lacks are zero and invalid.
 The (float64) collate promotion of the official is_valid_fit / is_3D is not reproduced: everything is float32.
 
+Occluders change only the image: joints under them keep their targets, validity and truncation mask.
+
 Randomness comes only from the numpy Generator passed to each call, drawn in this order: the crop-box enlargement
-(when not fixed), the augmentation (when `augment` and not given), the input-pose noise (when `augment`).
+(when not fixed), the augmentation (when `augment` and not given), the input-pose synthesis (when `augment`), the
+occluders (when `augment` and occlusion_prob > 0).
 """
 import os
 from collections.abc import Callable
@@ -29,6 +34,8 @@ import numpy as np
 import torch
 
 from common.joint_sets import SMPL30, SMPL30_FLIP_PAIRS, flip_pairs, map_joints
+from data.occluder import occlude
+from data.posefix import overlapping_people, posefix
 from data.preprocessing import (
     TEST_AUG,
     AugConfig,
@@ -77,11 +84,17 @@ class SMPLFit:
 @dataclass(frozen=True)
 class SampleGeometry:
     """How a sample was cut (returned on request, for tests and visualisation): the crop box (4,) xywh in image
-    pixels, the augmentation, and the 2x3 image <-> crop affines (image = the mirrored image when aug.do_flip)."""
+    pixels, the augmentation, and the 2x3 image <-> crop affines (image = the mirrored image when aug.do_flip);
+    near_joints: the overlapping people's joints (list of (J, 3), dataset order, crop pixels, flipped with the
+    sample; third column their visibility); pose_kinds: (J,) data.posefix error kind of each input joint (None
+    without PoseFix); occluder_mask: (H, W) float32 coverage of the pasted occluders in the crop (None if none)."""
     bbox: np.ndarray
     aug: AugConfig
     img2bb: np.ndarray
     bb2img: np.ndarray
+    near_joints: tuple = ()
+    pose_kinds: np.ndarray | None = None
+    occluder_mask: np.ndarray | None = None
 
 
 def rotation_about_camera_z(rot_deg):
@@ -93,8 +106,9 @@ def rotation_about_camera_z(rot_deg):
 
 
 def input_pose_noise(joints, joints_valid, rng, jitter_px=1.0, miss_prob=0.05, miss_px=(4.0, 10.0), swap_prob=0.03):
-    """Corrupt the ground-truth 2D pose to make the network's input pose. A SIMPLE STAND-IN for the official
-    PoseFix synthesis (spec 5.3), which a later change replaces (keep this signature):
+    """Corrupt the ground-truth 2D pose to make the network's input pose. A SIMPLE STAND-IN for the PoseFix
+    synthesis (spec 5.3, data.posefix, the builder's default), kept for ablations: TrainSampleBuilder(pose_noise=
+    input_pose_noise). Any replacement takes this signature.
 
     * jitter: every joint moves by N(0, jitter_px^2) per axis;
     * miss: each joint, with probability miss_prob, is thrown miss_px[0]..miss_px[1] away in a uniform random
@@ -144,11 +158,18 @@ class TrainSampleBuilder:
     joint_regressor_30: (30, V) J30 regressor (common.body_model.joint_regressor_30);
     input_img_shape (H, W) of the crop; output_hm_shape (D, H, W) of the heatmap grid;
     bbox_3d_size: metres, the root-relative depth range (+-size/2) mapped onto the D depth bins;
-    pose_noise: the input-pose corruption, input_pose_noise's signature.
+    pose_noise: None (default) for PoseFix synthesis (data.posefix, in the crop frame, with the overlapping people
+        of `near_joints`); or a callable with input_pose_noise's signature (SMPL30 joints, heatmap frame), e.g.
+        input_pose_noise, the simple stand-in;
+    occlusion_prob: chance that a training sample gets synthetic occluders pasted over its crop (data.occluder);
+        0 = off (the official setting, spec 4.5);
+    near_min_iou: other people count as overlapping (PoseFix near joints) when the tight box of their annotated
+        joints has at least this IoU with the target's tight box (spec 5.3: 0.1).
     """
 
     def __init__(self, body_model=None, joint_regressor_30=None, input_img_shape=(256, 256),
-                 output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, pose_noise=input_pose_noise):
+                 output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, pose_noise=None, occlusion_prob=0.0,
+                 near_min_iou=0.1):
         self.body_model = body_model
         self.joint_regressor_30 = None if joint_regressor_30 is None else np.asarray(joint_regressor_30, np.float64)
         if self.joint_regressor_30 is not None and self.joint_regressor_30.shape[0] != len(SMPL30):
@@ -157,9 +178,13 @@ class TrainSampleBuilder:
         self.output_hm_shape = tuple(int(v) for v in output_hm_shape)
         self.bbox_3d_size = float(bbox_3d_size)
         self.pose_noise = pose_noise
+        if not 0.0 <= float(occlusion_prob) <= 1.0:
+            raise ValueError(f"occlusion_prob must be in [0, 1], got {occlusion_prob}")
+        self.occlusion_prob = float(occlusion_prob)
+        self.near_min_iou = float(near_min_iou)
 
     def __call__(self, image, bbox, joints_img, joints_valid, joint_set, rng, augment, joints_cam=None,
-                 smpl_fit=None, bbox_scale=None, aug=None, return_geometry=False):
+                 smpl_fit=None, bbox_scale=None, aug=None, return_geometry=False, near_joints=None):
         """One training item.
 
         image: (H_img, W_img, 3) uint8 RGB array, or the path of an image file;
@@ -168,13 +193,16 @@ class TrainSampleBuilder:
         joints_valid: (J,) or (J, 1), 1 where the joint is annotated;
         joint_set: tuple of the J joint names (common.joint_sets); for 3D data it must contain 'Pelvis' (the root);
         rng: numpy Generator, the only source of randomness;
-        augment: draw the scale/rotation/colour/flip augmentation and corrupt the input pose (training);
-            otherwise no augmentation and the input pose is the ground truth;
+        augment: draw the scale/rotation/colour/flip augmentation, corrupt the input pose and (if enabled) paste
+            occluders (training); otherwise no augmentation and the input pose is the ground truth;
         joints_cam: (J, 3) camera-frame joints in METRES (absolute or root-relative) for 3D sets, None for 2D sets;
         smpl_fit: SMPLFit or None (then zero fit targets and is_valid_fit 0);
         bbox_scale: enlargement of the crop box; None draws it from U[1.0, 1.2) (update_bbox, spec 5.2);
         aug: an AugConfig to use instead of drawing one (reproduction, tests);
-        return_geometry: also return a SampleGeometry.
+        return_geometry: also return a SampleGeometry;
+        near_joints: the other people of the image, a list of (J, 3) arrays in `joint_set` order, image pixels, third
+            column visibility/confidence (> 0 = annotated); those overlapping the target (near_min_iou) are PoseFix's
+            swap candidates. Only used with the default PoseFix synthesis.
         Returns (inputs, targets, meta) [, geometry].
         """
         img = read_rgb(image) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
@@ -184,6 +212,16 @@ class TrainSampleBuilder:
         if len(joints_img) != len(joint_set) or len(joints_valid) != len(joint_set):
             raise ValueError(f"joint set has {len(joint_set)} joints but joints_img has {len(joints_img)} and "
                              f"joints_valid {len(joints_valid)}")
+
+        near = []
+        for person in near_joints or ():
+            person = np.asarray(person, dtype=np.float64)
+            if person.shape != (len(joint_set), 3):
+                raise ValueError(f"near_joints: each person must be ({len(joint_set)}, 3) x, y, visibility in the "
+                                 f"joint set's order, got {person.shape}")
+            near.append(person)
+        # Overlap is decided on the boxes as annotated, in the image (a rotated crop would distort axis-aligned boxes).
+        near = overlapping_people(bbox, near, self.near_min_iou)
 
         crop_bbox = process_bbox(bbox, img_w, img_h, scale=bbox_scale, rng=rng)
         if crop_bbox is None:
@@ -201,8 +239,11 @@ class TrainSampleBuilder:
         joint_img = np.concatenate([joints_img, joints_valid[:, None]], axis=1)  # validity travels with its joint
         if aug.do_flip:
             joint_img = flip_joints_2d(joint_img, img_w, pairs)
+            near = [flip_joints_2d(person, img_w, pairs) for person in near]
         valid = joint_img[:, 2].copy()
-        xy = to_heatmap_frame(affine_points(joint_img[:, :2], img2bb), self.input_img_shape, self.output_hm_shape)
+        crop_xy = affine_points(joint_img[:, :2], img2bb)
+        xy = to_heatmap_frame(crop_xy, self.input_img_shape, self.output_hm_shape)
+        near = [np.concatenate([affine_points(p[:, :2], img2bb), p[:, 2:3]], axis=1).astype(np.float32) for p in near]
         is_3d = joints_cam is not None
         if is_3d:
             if ROOT_NAME not in joint_set:
@@ -228,10 +269,21 @@ class TrainSampleBuilder:
 
         fit = self._fit_targets(smpl_fit, aug, img_w, img2bb, rot_aug)
 
-        if augment:
+        pose_kinds = None
+        if not augment:
+            input_joints = orig_joint_img[:, :2].copy()
+        elif self.pose_noise is not None:
             input_joints = self.pose_noise(orig_joint_img[:, :2], orig_joint_valid, rng)
         else:
-            input_joints = orig_joint_img[:, :2].copy()
+            # The tight box's area in the crop frame (the affine scales areas by |det|), for PoseFix's OKS radii.
+            area = abs(float(bbox[2]) * float(bbox[3]) * np.linalg.det(np.asarray(img2bb, np.float64)[:, :2]))
+            crop_input, pose_kinds = posefix(crop_xy, valid, joint_set, near, area, rng)
+            input_joints = map_joints(to_heatmap_frame(crop_input, self.input_img_shape, self.output_hm_shape),
+                                      joint_set, SMPL30)
+
+        occluder_mask = None
+        if augment and self.occlusion_prob > 0:
+            patch, occluder_mask = occlude(patch, rng, self.occlusion_prob)
 
         inputs = {
             "img": np.ascontiguousarray(patch.transpose(2, 0, 1) / 255.0, dtype=np.float32),
@@ -255,7 +307,9 @@ class TrainSampleBuilder:
             "is_3D": _scalar(is_3d),
         }
         if return_geometry:
-            return inputs, targets, meta, SampleGeometry(bbox=crop_bbox, aug=aug, img2bb=img2bb, bb2img=bb2img)
+            return inputs, targets, meta, SampleGeometry(bbox=crop_bbox, aug=aug, img2bb=img2bb, bb2img=bb2img,
+                                                         near_joints=tuple(near), pose_kinds=pose_kinds,
+                                                         occluder_mask=occluder_mask)
         return inputs, targets, meta
 
     def fit_joints(self, poses, shape, trans):

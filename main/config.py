@@ -77,6 +77,9 @@ class Config:
     # wrong (spec 7.9) and its NeuralAnnot filter kept the worse fits, fit_err >= 5 (spec 7.10).
     official_crowdpose_flip: bool = False
     official_crowdpose_fit_filter: bool = False
+    # Chance of pasting random textured occluders over a training crop (targets unchanged); 0 = off as in the
+    # paper, main/configs/occlusion_aug.yaml turns it on for the ablation.
+    synthetic_occlusion_prob: float = 0.0
     update_bbox: bool = True  # re-randomise each training box (1.0-1.2 scale) at every __getitem__ (yamls)
     num_thread: int = 4  # DataLoader workers (official yamls 24, on a multi-GPU server)
     train_batch_size: int = 32  # stage 1: official 32 per GPU; here the batch of one optimiser step

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from common.body_model import joint_regressor_30, load_smpl
-from common.joint_sets import MUCO21, SMPL30, flip_pairs
+from common.joint_sets import COCO17, MUCO21, SMPL30, flip_pairs
+from data.posefix import ERROR_TYPES, UNTOUCHED
 from data.preprocessing import AugConfig
 from data.train_sample import SMPLFit, TrainSampleBuilder, input_pose_noise
 from tests.muco_format import muco_ground_truth
@@ -65,9 +66,10 @@ def _image(seed=0):
     return img.astype(np.uint8)
 
 
-def _build(body, person, aug=None, augment=True, seed=0, image=None, fit=True, with_3d=True, check=None, **kwargs):
+def _build(body, person, aug=None, augment=True, seed=0, image=None, fit=True, with_3d=True, check=None,
+           builder_kwargs=None, **kwargs):
     layer, j30, _ = body
-    builder = TrainSampleBuilder(layer, j30)
+    builder = TrainSampleBuilder(layer, j30, **(builder_kwargs or {}))
     smpl_fit = SMPLFit(person["pose"], person["shape"], person["trans"], FOCAL, PRINCPT, check) if fit else None
     return builder(_image() if image is None else image, person["bbox"], person["joints_img"], person["valid"],
                    MUCO21, np.random.default_rng(seed), augment, joints_cam=person["joints_cam"] if with_3d else None,
@@ -351,3 +353,104 @@ def test_missing_image_path_names_the_file(body, tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.jpg"):
         TrainSampleBuilder(layer, j30)(missing, person["bbox"], person["joints_img"], person["valid"], MUCO21,
                                        np.random.default_rng(0), True)
+
+
+def _neighbour(person, shift):
+    """Another person's MUCO21 joints (x, y, visibility), the target's pose shifted by `shift` image pixels."""
+    return np.concatenate([person["joints_img"] + np.asarray(shift), np.ones((len(MUCO21), 1))], axis=1)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_near_joints_follow_the_target_into_the_crop(body, flip):
+    person = _person(body)
+    width = person["bbox"][2]
+    near = _neighbour(person, (0.3 * width, 4.0))  # box IoU ~0.5: overlapping
+    far = _neighbour(person, (1.2 * width, 0.0))  # boxes do not intersect: not a PoseFix neighbour
+    _, _, _, geometry = _build(body, person, aug=_aug(1.1, 20.0, flip), near_joints=[far, near])
+    assert len(geometry.near_joints) == 1
+    pairs = flip_pairs(MUCO21)
+    expected = _mirror_2d(near[:, :2], pairs) if flip else near[:, :2]
+    np.testing.assert_allclose(geometry.near_joints[0][:, :2], _affine(expected, geometry.img2bb), atol=1e-3)
+    np.testing.assert_array_equal(geometry.near_joints[0][:, 2], 1.0)
+
+
+def _oks_radius(level, area, name):
+    sigma = {"Shoulder": 0.079, "Elbow": 0.072, "Wrist": 0.062, "Hip": 0.107, "Knee": 0.087,
+             "Ankle": 0.089}[name.split("_")[-1]]
+    return np.sqrt(-2 * np.log(level) * area) * 2 * sigma
+
+
+def test_posefix_is_the_default_input_pose_and_works_in_the_crop_frame(body):
+    person = _person(body)
+    coco_rows = [SMPL30.index(n) for n in MUCO21 if n in COCO17]
+    other_rows = [i for i in MUCO_IN_SMPL30 if i not in coco_rows]
+    kinds_seen = set()
+    for seed in range(12):
+        aug = _aug(0.9, -25.0, seed % 2 == 1)
+        inputs, targets, _, geometry = _build(body, person, aug=aug, seed=seed)
+        gt = targets["orig_joint_img"][:, :2]
+        # Joints COCO does not have (pelvis, head top, toes, ...) stay exactly at the ground truth.
+        np.testing.assert_array_equal(inputs["joints"][other_rows], gt[other_rows])
+        # The tight box's area in crop pixels: the crop maps crop_bbox side * scale onto 256 pixels.
+        crop_px_per_image_px = 256 / (geometry.bbox[2] * aug.scale)
+        area = person["bbox"][2] * person["bbox"][3] * crop_px_per_image_px ** 2
+        for i, name in enumerate(MUCO21):
+            kind = geometry.pose_kinds[i]
+            if name not in COCO17:
+                assert kind == UNTOUCHED
+                continue
+            kinds_seen.add(ERROR_TYPES[kind])
+            row = SMPL30.index(name)
+            distance_crop = 4 * np.linalg.norm(inputs["joints"][row] - gt[row])  # heatmap -> crop pixels
+            if ERROR_TYPES[kind] == "good":
+                assert distance_crop <= _oks_radius(0.85, area, name) + 1e-3
+            elif ERROR_TYPES[kind] == "jitter":
+                assert _oks_radius(0.85, area, name) - 1e-3 <= distance_crop <= _oks_radius(0.5, area, name) + 1e-3
+    assert {"good", "jitter"} <= kinds_seen
+
+
+def test_overlapping_people_make_swaps_possible(body):
+    person = _person(body)
+    near = _neighbour(person, (0.25 * person["bbox"][2], 0.0))
+    swaps = {"with": 0, "without": 0}
+    for seed in range(60):
+        for key, extra in (("with", [near]), ("without", None)):
+            _, _, _, geometry = _build(body, person, aug=_aug(), seed=seed, near_joints=extra)
+            swaps[key] += int((geometry.pose_kinds == ERROR_TYPES.index("swap")).sum())
+    assert swaps["with"] > 0 and swaps["without"] == 0
+
+
+def test_near_joints_must_match_the_joint_set(body):
+    person = _person(body)
+    with pytest.raises(ValueError, match="near_joints"):
+        _build(body, person, aug=_aug(), near_joints=[np.zeros((17, 3))])
+
+
+def test_occluders_change_only_the_image(body):
+    person = _person(body)
+    covered_joint = False
+    for seed in range(20):
+        plain = _build(body, person, aug=_aug(1.1, 10.0), seed=seed)
+        occluded = _build(body, person, aug=_aug(1.1, 10.0), seed=seed, builder_kwargs={"occlusion_prob": 1.0})
+        mask = occluded[3].occluder_mask
+        assert plain[3].occluder_mask is None and mask is not None and mask.shape == (256, 256)
+        # Targets, masks and the input pose are those of the unoccluded sample, also for joints under an occluder.
+        for group_plain, group_occluded in zip(plain[:3], occluded[:3]):
+            for key in group_plain:
+                if key != "img":
+                    np.testing.assert_array_equal(group_occluded[key], group_plain[key], err_msg=key)
+        changed = np.abs(occluded[0]["img"] - plain[0]["img"]).max(0) > 0
+        assert changed.any() and not (changed & (mask == 0)).any()
+        crop = np.round(plain[1]["orig_joint_img"][:, :2] * 4).astype(int)
+        for row in np.flatnonzero(plain[2]["orig_joint_trunc"][:, 0]):
+            x, y = crop[row]
+            covered_joint |= bool(mask[y, x] > 0.5)
+    assert covered_joint  # some annotated joint was under an occluder and kept its target
+
+
+def test_occlusion_is_off_by_default_and_checked(body):
+    layer, j30, _ = body
+    for seed in range(10):
+        assert _build(body, _person(body), seed=seed)[3].occluder_mask is None
+    with pytest.raises(ValueError, match="occlusion_prob"):
+        TrainSampleBuilder(layer, j30, occlusion_prob=1.5)
