@@ -212,3 +212,10 @@ def test_entry_point_arguments():
     cfg = config_from_args(args)
     assert (cfg.exp_name, cfg.lr, cfg.end_epoch) == ("main_train", 2e-4, 1)
     assert config_from_args(parser.parse_args([])) == Config()
+
+
+def test_occlusion_ablation_preset_is_stage_one_plus_occluders():
+    stage1, ablation = load_config("main_train"), load_config("occlusion_aug")
+    assert ablation.synthetic_occlusion_prob == 0.5 and stage1.synthetic_occlusion_prob == 0.0
+    differing = {f for f in vars(stage1) if getattr(stage1, f) != getattr(ablation, f)}
+    assert differing == {"synthetic_occlusion_prob", "exp_name"}
