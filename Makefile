@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-all demo
+.PHONY: test test-all demo bench
 
 test: $(VENV)/.stamp
 	$(BIN)/ruff check .
@@ -12,9 +12,13 @@ test-all: $(VENV)/.stamp
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-# For now the demo is the official-checkpoint parity check; the demo on the embedded default replaces it.
+# The main job on the embedded default: mannequin, synthetic benchmark, training, evaluation, overlays
+# (main/default_demo.py); everything goes under output/, and a second run reuses it.
 demo: $(VENV)/.stamp
-	$(BIN)/python tools/check_parity.py --fixture tests/fixtures/parity
+	$(BIN)/python -m main.default_demo
+
+bench: $(VENV)/.stamp
+	$(BIN)/python -m tools.bench
 
 # (Re)install when requirements.txt or pyproject.toml change; the venv is created only if missing.
 # The editable install builds with the venv's own setuptools: >= 70.1 needs no separate `wheel` package.

@@ -19,7 +19,7 @@ class ResNetBackbone(resnet.ResNet):
     (B, out_channels, H/32, W/32).
     """
 
-    def __init__(self, depth):
+    def __init__(self, depth, init="official"):
         if depth not in RESNET_BLOCKS:
             raise ValueError(f"resnet_type={depth} is not supported; choose one of {sorted(RESNET_BLOCKS)}")
         block, layers = RESNET_BLOCKS[depth]
@@ -27,6 +27,10 @@ class ResNetBackbone(resnet.ResNet):
         del self.avgpool, self.fc
         self.stem_channels = 64
         self.out_channels = 512 * block.expansion
+        if init not in ("official", "kaiming"):
+            raise ValueError(f"backbone init {init!r}: expected 'official' or 'kaiming'")
+        if init == "kaiming":
+            return  # torchvision's own initialisation (He normal convs, BN 1/0)
         # The official init when training from scratch (spec 2.4): convs N(0, 0.001), BN 1/0.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -53,13 +53,15 @@ class JOTR(nn.Module):
             VPoser v1 code for 21 body joints) or 'rot6d' (6D rotations of the 23 body joints, no VPoser).
         input_joint_mask_prob: probability of dropping each input joint in training (spec 1.3-1).
         render: at test time, scale the camera depth by the real bounding box (spec 1.3-15; off in the paper).
+        backbone_init: 'official' (convs N(0, 0.001), spec 2.4) or 'kaiming' (torchvision's init), for training
+            from scratch; irrelevant when weights are loaded.
     """
 
     def __init__(self, body_model, joint_regressor, *, resnet_type=50, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), sigma=2.5, focal=(5000.0, 5000.0), princpt=(128.0, 128.0),
                  camera_3d_size=2.5, enc_layers=2, dec_layers=4, hidden_dim=256, nheads=8, dim_feedforward=2048,
                  voxel_dim_feedforward=1024, dropout=0.1, pose_head="vposer", input_joint_mask_prob=0.1,
-                 render=False):
+                 render=False, backbone_init="official"):
         super().__init__()
         if pose_head not in POSE_HEADS:
             raise ValueError(f"pose_head={pose_head!r}: expected one of {POSE_HEADS}")
@@ -76,7 +78,7 @@ class JOTR(nn.Module):
         self.smpl_query_pos = nn.Parameter(torch.randn(NUM_SMPL_TOKENS, hidden_dim))
         self.depth_exponent = nn.Parameter(torch.tensor(3.0))
 
-        self.backbone = ResNetBackbone(resnet_type)
+        self.backbone = ResNetBackbone(resnet_type, backbone_init)
         self.pose2feat = Pose2Feat(self.backbone.stem_channels, num_input_joints)
         feat_h, feat_w = input_img_shape[0] // 32, input_img_shape[1] // 32
         self.volume_shape = (feat_h, feat_h, feat_w)  # (D, H, W): depth gets as many cells as the feature height
@@ -99,6 +101,14 @@ class JOTR(nn.Module):
         self.root_pose_head = CascadeHead(dec_layers, hidden_dim, 6)
         pose_dim = VPOSER_LATENT_DIM if pose_head == "vposer" else num_body_joints * 6
         self.pose_head = CascadeHead(dec_layers, hidden_dim, pose_dim)
+        if pose_head == "rot6d":
+            # Start from the rest pose (identity rotations) rather than random ones, as regression heads of
+            # mesh-recovery models start from the mean pose; the VPoser head keeps the official init.
+            with torch.no_grad():
+                for layer in self.pose_head.layers:
+                    layer.weight.mul_(0.01)
+                    layer.bias.zero_()
+                self.pose_head.layers[0].bias.copy_(torch.tensor([1.0, 0, 0, 1, 0, 0]).repeat(num_body_joints))
         self.shape_head = CascadeHead(dec_layers, hidden_dim, 10)
         self.cam_head = CascadeHead(dec_layers, hidden_dim, 3)
         if pose_head == "vposer":

@@ -55,6 +55,9 @@ class Config:
     # 'vposer': 32-d VPoser v1 latent decoded by the frozen VPoser (official; needed for official checkpoints);
     # 'rot6d': direct 6D rotations of the 23 body joints, for users without the VPoser weights.
     pose_head: str = "vposer"
+    # Backbone initialisation when training from scratch: 'official' (convs N(0, 0.001), spec 2.4) or 'kaiming'
+    # (torchvision's He init, which trains faster from scratch: the embedded default uses it).
+    backbone_init: str = "official"
     input_joint_mask_prob: float = 0.1  # training only: chance that each input joint is masked out (spec 1.3-1)
     render: bool = False  # test-time bbox-dependent camera depth (spec 1.3-15); off in the official evaluation
 
@@ -153,6 +156,8 @@ class Config:
              f"input_joint_mask_prob must be in [0, 1], got {self.input_joint_mask_prob}")
         need(self.pose_head in POSE_HEADS, f"pose_head must be one of {POSE_HEADS}, got {self.pose_head!r}")
         need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        need(self.backbone_init in ("official", "kaiming"),
+             f"backbone_init must be 'official' or 'kaiming', got {self.backbone_init!r}")
         need(_DEVICE_PATTERN.fullmatch(self.device) is not None,
              f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         need(self.lr_dec_epoch == sorted(self.lr_dec_epoch) and all(e >= 0 for e in self.lr_dec_epoch),

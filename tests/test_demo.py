@@ -274,8 +274,10 @@ def test_batch_size_does_not_change_the_results(world, tmp_path):
                                   progress=False)
         results[batch_size] = [np.load(s["params_npz"]) for s in summaries]
     for one, three in zip(results[1], results[3]):
-        for key in ("smpl_pose", "cam_trans", "joints_2d_pred"):
+        for key in ("smpl_pose", "cam_trans"):
             np.testing.assert_allclose(one[key], three[key], rtol=1e-4, atol=1e-4)
+        # Pixels: float32 sums in another order (batch 1 vs 3) differ by ~1e-4 px after the projection's x f / Z.
+        np.testing.assert_allclose(one["joints_2d_pred"], three["joints_2d_pred"], rtol=1e-4, atol=1e-3)
 
 
 def test_video_in_video_out_with_the_same_frame_count(world, tmp_path):

@@ -120,3 +120,16 @@ def test_render_mode_uses_bbox_for_depth(paper_cfg, body_model):
         out = model(img, joints, mask, bbox=bbox)
     k = torch.sqrt(5000.0 * 5000.0 * 2.5**2 / (bbox[:, 2] * bbox[:, 3]))
     torch.testing.assert_close(out["cam_trans"][:, 2], k * torch.sigmoid(out["cam_param"][:, 2]))
+
+
+def test_rot6d_head_starts_from_the_rest_pose(paper_cfg, body_model):
+    model = build_model(dataclasses.replace(paper_cfg, resnet_type=18, pose_head="rot6d"), body_model=body_model)
+    with torch.no_grad():
+        out = model.eval()(*random_inputs(2, seed=7))
+    assert out["smpl_pose"][:, 3:].abs().max() < 0.1  # near-identity body rotations before any training
+
+
+@pytest.mark.parametrize("init,expected_std", [("official", 0.001), ("kaiming", (2 / (64 * 9)) ** 0.5)])
+def test_backbone_init(init, expected_std):
+    weight = ResNetBackbone(18, init).layer1[0].conv1.weight  # 64 -> 64, 3x3: He std sqrt(2 / fan_out)
+    assert abs(weight.std().item() - expected_std) < 0.15 * expected_std
