@@ -163,3 +163,27 @@ def test_mixed_precision_training_on_cpu(data_dir, tmp_path, amp):
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     if amp == "fp16":
         assert state["scaler"]["scale"] > 0  # the GradScaler's dynamic state is saved for resume
+
+
+def test_training_on_the_official_mix_of_four_datasets(tmp_path):
+    """The paper's data mix (spec 4.4: Human36M + MuCo, CrowdPose + MSCOCO) over tiny sets in their real formats,
+    a few real training steps on the CPU."""
+    from common.body_model import joint_regressor_30, load_regressor, load_smpl
+    from tests.coco_format import write_tiny_crowdpose, write_tiny_mscoco
+    from tests.h36m_format import write_tiny_h36m
+
+    data_dir = write_tiny_world(tmp_path)
+    body = data_dir / "body_models"
+    layer = load_smpl(body / "smpl")
+    j30 = joint_regressor_30(layer.arrays["J_regressor"],
+                             load_regressor(body / "J_regressor_extra.npy", (9, 6890), "extra", "mannequin"))
+    h36m = load_regressor(body / "J_regressor_h36m_correct.npy", (17, 6890), "h36m", "mannequin")
+    write_tiny_h36m(tmp_path, layer, j30, h36m, subjects=(1, 5, 6, 7, 8), n_frames=1)
+    write_tiny_crowdpose(tmp_path, layer, j30)
+    write_tiny_mscoco(tmp_path, layer, j30)
+    overrides = tiny_overrides(data_dir, tmp_path / "out", total_steps=3, testsets="[3dpw-oc]", exp_name="mix",
+                               trainset_3d="[Human36M,MuCo]", trainset_2d="[CrowdPose,MSCOCO]", train_batch_size=4)
+    assert train_main.main(overrides) == 0
+    log = (tmp_path / "out" / "mix" / "log" / "train.log").read_text()
+    assert "] step 3: " in log
+    assert load(tmp_path / "out" / "mix" / "checkpoint" / "last.pth.tar")["step"] == 3
