@@ -25,7 +25,6 @@ set_epoch before each epoch; a missing image is skipped with a counted warning, 
 """
 import json
 import os
-import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ import torch
 from common.joint_sets import H36M17
 from data.muco import _array
 from data.preprocessing import process_bbox
-from data.train_sample import MAX_ABS_BETA, SMPL30_ROOT, SMPLFit, TrainSampleBuilder
+from data.train_sample import MAX_ABS_BETA, SMPL30_ROOT, SMPLFit, TrainingImages, TrainSampleBuilder
 
 TRAIN_SUBJECTS = (1, 5, 6, 7, 8)
 SAMPLING_RATIO = 5  # every 5th frame
@@ -155,9 +154,10 @@ class Human36M(torch.utils.data.Dataset):
             self.samples.extend(self._load_subject(subject, rng))
         if not self.samples:
             raise ValueError(f"{self.root}: no usable Human3.6M sample for subjects {self.subjects}")
-        self.max_missing_images = (max(1, min(100, len(self.samples) // 100)) if max_missing_images is None
-                                   else int(max_missing_images))
-        self.missing_images = set()
+        self.images = TrainingImages("Human3.6M", len(self.samples), max_missing_images,
+                                     where=f"{self.root}/images/<file_name> as listed in the "
+                                           f"Human36M_subject*_data.json files",
+                                     source=SOURCE)
 
     def _load_subject(self, subject, rng):
         paths = {kind: annotation_path(self.root, subject, kind) for kind in FILE_KINDS}
@@ -256,25 +256,9 @@ class Human36M(torch.utils.data.Dataset):
         verts, _ = self.builder.fit_joints(fit.pose[None], fit.shape, fit.trans)
         return fit_error_mm(verts[0], self.samples[index].joints_cam, self.h36m_regressor)
 
-    def _read_image(self, sample):
-        img = cv2.imread(sample.img_path, cv2.IMREAD_COLOR)
-        if img is None:
-            return None
-        if img.shape[:2] != (sample.img_height, sample.img_width):
-            raise ValueError(f"Human3.6M image {sample.img_path} is {img.shape[1]}x{img.shape[0]}, but "
-                             f"Human36M_subject{sample.subject}_data.json says {sample.img_width}x{sample.img_height}")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-    def _note_missing(self, sample):
-        self.missing_images.add(sample.img_path)
-        count = len(self.missing_images)
-        if count > self.max_missing_images:
-            raise FileNotFoundError(
-                f"{count} Human3.6M images are missing or unreadable (more than the {self.max_missing_images} "
-                f"tolerated), e.g. {sample.img_path}. The images belong in {self.root}/images/<file_name> as listed in "
-                f"the Human36M_subject*_data.json files; get them from {SOURCE}.")
-        warnings.warn(f"Human3.6M image missing or unreadable, sample skipped ({count} so far, up to "
-                      f"{self.max_missing_images} tolerated): {sample.img_path}", stacklevel=3)
+    @property
+    def max_missing_images(self):
+        return self.images.limit
 
     def __getitem__(self, index):
         return self.item(index)
@@ -287,9 +271,9 @@ class Human36M(torch.utils.data.Dataset):
         for offset in range(len(self.samples)):
             position = (index + offset) % len(self.samples)
             sample = self.samples[position]
-            img = self._read_image(sample)
+            img = self.images.read(sample.img_path, sample.img_width, sample.img_height,
+                                   f"Human36M_subject{sample.subject}_data.json")
             if img is None:
-                self._note_missing(sample)
                 continue
             return self.builder(img, sample.bbox, sample.joints_img, np.ones(len(H36M17)), H36M17, rng, self.augment,
                                 joints_cam=sample.joints_cam / 1000.0, smpl_fit=self.camera_fit(position),

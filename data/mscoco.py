@@ -28,18 +28,16 @@ set_epoch before each epoch; a missing image is skipped with a counted warning, 
 import inspect
 import json
 import os
-import warnings
 import zlib
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
 from common.joint_sets import COCO17, COCO17_PELVIS, add_pelvis_neck
 from data.muco import _array
 from data.preprocessing import TEST_AUG, get_aug_config, process_bbox
-from data.train_sample import SMPLFit, TrainSampleBuilder
+from data.train_sample import SMPLFit, TrainingImages, TrainSampleBuilder
 
 NEURALANNOT_SOURCE = ("the NeuralAnnot SMPL fits (https://github.com/mks0601/NeuralAnnot_RELEASE), linked from the "
                       "3DCrowdNet README (https://github.com/hongsukchoi/3DCrowdNet_RELEASE)")
@@ -105,9 +103,10 @@ class KeypointDataset(torch.utils.data.Dataset):
         if not self.samples:
             raise ValueError(f"{os.path.join(self.root, self.annotation_file)}: no usable sample (no non-crowd person "
                              f"with an annotated keypoint and a box inside the image)")
-        self.max_missing_images = (max(1, min(100, len(self.samples) // 100)) if max_missing_images is None
-                                   else int(max_missing_images))
-        self.missing_images = set()
+        self.images = TrainingImages(self.name, len(self.samples), max_missing_images,
+                                     where=f"{os.path.join(self.root, self.image_dir)}/<file_name> as listed in "
+                                           f"{os.path.basename(self.annotation_file)}",
+                                     source=self.sources["images"])
         self.pass_near_joints = builder_takes_near_joints(self.builder)
 
     # ---------------------------------------------------------------------------------------------------- loading
@@ -207,26 +206,9 @@ class KeypointDataset(torch.utils.data.Dataset):
         """The Generator item `index` of the current epoch draws from."""
         return np.random.default_rng([self.seed, self.seed_salt, self.epoch, int(index)])
 
-    def _read_image(self, sample):
-        img = cv2.imread(sample.img_path, cv2.IMREAD_COLOR)
-        if img is None:
-            return None
-        if img.shape[:2] != (sample.img_height, sample.img_width):
-            raise ValueError(f"{self.name} image {sample.img_path} is {img.shape[1]}x{img.shape[0]}, but "
-                             f"{os.path.basename(self.annotation_file)} says {sample.img_width}x{sample.img_height}")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-    def _note_missing(self, sample):
-        self.missing_images.add(sample.img_path)
-        count = len(self.missing_images)
-        if count > self.max_missing_images:
-            raise FileNotFoundError(
-                f"{count} {self.name} images are missing or unreadable (more than the {self.max_missing_images} "
-                f"tolerated), e.g. {sample.img_path}. The images belong in {os.path.join(self.root, self.image_dir)}/"
-                f"<file_name> as listed in {os.path.basename(self.annotation_file)}; get them from "
-                f"{self.sources['images']}.")
-        warnings.warn(f"{self.name} image missing or unreadable, sample skipped ({count} so far, up to "
-                      f"{self.max_missing_images} tolerated): {sample.img_path}", stacklevel=3)
+    @property
+    def max_missing_images(self):
+        return self.images.limit
 
     def __getitem__(self, index):
         return self.item(index)
@@ -238,9 +220,9 @@ class KeypointDataset(torch.utils.data.Dataset):
         rng = self.rng(index)
         for offset in range(len(self.samples)):
             sample = self.samples[(index + offset) % len(self.samples)]
-            img = self._read_image(sample)
+            img = self.images.read(sample.img_path, sample.img_width, sample.img_height,
+                                   os.path.basename(self.annotation_file))
             if img is None:
-                self._note_missing(sample)
                 continue
             joints, bbox_scale = sample.joints, sample.bbox_scale
             if self.flip_input_order is not None:

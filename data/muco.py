@@ -21,17 +21,15 @@ old copy of the dataset and would not see the new epoch).
 import json
 import math
 import os
-import warnings
 import zlib
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
 from common.joint_sets import H36M17, MUCO21
 from data.preprocessing import process_bbox
-from data.train_sample import MAX_ABS_BETA, SMPLFit, TrainSampleBuilder
+from data.train_sample import MAX_ABS_BETA, SMPLFit, TrainingImages, TrainSampleBuilder
 
 ANNOTATION_FILE = "MuCo-3DHP.json"
 SMPL_PARAM_FILE = "smpl_param.json"
@@ -141,9 +139,9 @@ class MuCo(torch.utils.data.Dataset):
         if not self.samples:
             raise ValueError(f"{os.path.join(self.root, ANNOTATION_FILE)}: no usable sample (no image with a person "
                              f"whose box lies in the image)")
-        self.max_missing_images = (max(1, min(100, len(self.samples) // 100)) if max_missing_images is None
-                                   else int(max_missing_images))
-        self.missing_images = set()
+        self.images = TrainingImages("MuCo", len(self.samples), max_missing_images,
+                                     where=f"{self.root}/<file_name> as listed in {ANNOTATION_FILE}",
+                                     source=_SOURCES[ANNOTATION_FILE])
 
     def _load_samples(self):
         ann_path = os.path.join(self.root, ANNOTATION_FILE)
@@ -213,25 +211,9 @@ class MuCo(torch.utils.data.Dataset):
         verts, _ = self.builder.fit_joints(sample.smpl["pose"][None], shape, sample.smpl["trans"])
         return fit_error_mm(verts[0], sample.joints_cam, self.h36m_regressor)
 
-    def _read_image(self, sample):
-        img = cv2.imread(sample.img_path, cv2.IMREAD_COLOR)
-        if img is None:
-            return None
-        if img.shape[:2] != (sample.img_height, sample.img_width):
-            raise ValueError(f"MuCo image {sample.img_path} is {img.shape[1]}x{img.shape[0]}, but "
-                             f"{ANNOTATION_FILE} says {sample.img_width}x{sample.img_height}")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-    def _note_missing(self, sample):
-        self.missing_images.add(sample.img_path)
-        count = len(self.missing_images)
-        if count > self.max_missing_images:
-            raise FileNotFoundError(
-                f"{count} MuCo images are missing or unreadable (more than the {self.max_missing_images} tolerated), "
-                f"e.g. {sample.img_path}. The images belong in {self.root}/<file_name> as listed in {ANNOTATION_FILE}; "
-                f"get them from {_SOURCES[ANNOTATION_FILE]}.")
-        warnings.warn(f"MuCo image missing or unreadable, sample skipped ({count} so far, up to "
-                      f"{self.max_missing_images} tolerated): {sample.img_path}", stacklevel=3)
+    @property
+    def max_missing_images(self):
+        return self.images.limit
 
     def __getitem__(self, index):
         return self.item(index)
@@ -242,9 +224,8 @@ class MuCo(torch.utils.data.Dataset):
         rng = self.rng(index)
         for offset in range(len(self.samples)):
             sample = self.samples[(index + offset) % len(self.samples)]
-            img = self._read_image(sample)
+            img = self.images.read(sample.img_path, sample.img_width, sample.img_height, ANNOTATION_FILE)
             if img is None:
-                self._note_missing(sample)
                 continue
             fit = None
             if sample.smpl is not None:

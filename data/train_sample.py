@@ -26,6 +26,7 @@ Randomness comes only from the numpy Generator passed to each call, drawn in thi
 occluders (when `augment` and occlusion_prob > 0).
 """
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -140,6 +141,43 @@ def read_rgb(path):
     if img is None:
         raise FileNotFoundError(f"image missing or unreadable: {path}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class TrainingImages:
+    """Reads a training set's images and tolerates a few missing ones: a missing or unreadable image makes the loader
+    skip that sample with a warning; past `limit` distinct missing images it is an error that says where the images
+    belong and where they come from. (Evaluation sets never skip: their loaders raise at the first one.)
+
+    dataset: name for messages; num_samples: the set's size; limit: None = min(100, 1 % of the samples), at least
+    1; where / source: the expected location and the download, for the error. The count is per process (each
+    DataLoader worker holds its own copy)."""
+
+    def __init__(self, dataset, num_samples, limit, where, source):
+        self.dataset, self.where, self.source = dataset, where, source
+        self.limit = max(1, min(100, num_samples // 100)) if limit is None else int(limit)
+        self.missing = set()
+
+    def read(self, path, width, height, listed_in):
+        """(H, W, 3) uint8 RGB, or None (counted, with a warning) when the file is missing or unreadable. An image
+        whose size differs from its annotation's (width x height, listed in `listed_in`) is an error."""
+        img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+        if img is None:
+            self._note_missing(path)
+            return None
+        if img.shape[:2] != (height, width):
+            raise ValueError(f"{self.dataset} image {path} is {img.shape[1]}x{img.shape[0]}, but {listed_in} says "
+                             f"{width}x{height}")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def _note_missing(self, path):
+        self.missing.add(os.fspath(path))
+        count = len(self.missing)
+        if count > self.limit:
+            raise FileNotFoundError(
+                f"{count} {self.dataset} images are missing or unreadable (more than the {self.limit} tolerated), "
+                f"e.g. {path}. The images belong in {self.where}; get them from {self.source}.")
+        warnings.warn(f"{self.dataset} image missing or unreadable, sample skipped ({count} so far, up to "
+                      f"{self.limit} tolerated): {path}", stacklevel=4)
 
 
 def _col(x):
