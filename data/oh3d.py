@@ -34,8 +34,8 @@ import torch
 
 from common.joint_sets import COCO17, COCO17_PELVIS_NECK, SMPL30, add_pelvis_neck, map_joints
 from data.muco import _array
-from data.preprocessing import affine_points, generate_patch_image, get_bbox, process_bbox, to_heatmap_frame, trunc_mask
-from data.pw3d import GENDER_CODES, MIN_JOINT_CONFIDENCE, TEST_BBOX_SCALE, pw3d_gt_meshes
+from data.preprocessing import get_bbox, process_bbox
+from data.pw3d import GENDER_CODES, MIN_JOINT_CONFIDENCE, TEST_BBOX_SCALE, evaluation_item
 
 ANNOTATION_FILE = "3doh_test_annots_scale_1.json"
 REGRESSOR_FILE = "J_regressor_h36m_correct.npy"
@@ -173,33 +173,8 @@ class OH3D(torch.utils.data.Dataset):
         sample = self.samples[idx]
         img = self._read_image(sample)
         bbox, bbox_from_gt = self.crop_box(sample, img.shape[1], img.shape[0])
-        patch, img2bb, bb2img = generate_patch_image(img, bbox, 1.0, 0.0, False, self.input_img_shape)
-        joints_hm = to_heatmap_frame(affine_points(sample.joints[:, :2], img2bb), self.input_img_shape,
-                                     self.output_hm_shape)
-        joints = np.concatenate([joints_hm, sample.joints[:, 2:]], axis=1).astype(np.float32)
-
-        inputs = {
-            "img": torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)) / 255.0).float(),
-            "joints": torch.from_numpy(joints),
-            "joints_mask": torch.from_numpy(trunc_mask(joints, sample.joints_valid, self.output_hm_shape,
-                                                       check_depth=False)),
-        }
-        targets = {
-            "smpl_pose": torch.from_numpy(sample.smpl_pose),
-            "smpl_shape": torch.from_numpy(sample.smpl_shape),
-            "smpl_trans": torch.from_numpy(sample.smpl_trans),
-            "gender": torch.tensor(GENDER_CODES["neutral"], dtype=torch.int64),
-        }
-        if self.smpl_fn_by_gender is not None:
-            batch = {k: v[None] for k, v in targets.items()}
-            with torch.no_grad():
-                targets["smpl_mesh_cam"] = pw3d_gt_meshes(batch, self.smpl_fn_by_gender)[0]
-        meta = {
-            "bb2img_trans": torch.from_numpy(bb2img),
-            "img2bb_trans": torch.from_numpy(img2bb),
-            "bbox": torch.from_numpy(np.asarray(bbox, dtype=np.float32)),
-            "idx": idx,
-            "ann_id": idx,
-            "bbox_from_gt": bbox_from_gt,
-        }
-        return inputs, targets, meta
+        # The GT mesh comes from the neutral SMPL (spec 5.5).
+        return evaluation_item(img, bbox, sample.joints, sample.joints_valid,
+                         (sample.smpl_pose, sample.smpl_shape, sample.smpl_trans, GENDER_CODES["neutral"]),
+                         idx=idx, ann_id=idx, bbox_from_gt=bbox_from_gt, input_img_shape=self.input_img_shape,
+                         output_hm_shape=self.output_hm_shape, smpl_fn_by_gender=self.smpl_fn_by_gender)

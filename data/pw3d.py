@@ -185,37 +185,47 @@ class PW3D(torch.utils.data.Dataset):
 
     def __getitem__(self, idx):
         sample = self.samples[idx]
-        patch, img2bb, bb2img = generate_patch_image(self._read_image(sample), sample.bbox, 1.0, 0.0, False,
-                                                     self.input_img_shape)
-        joints_crop = affine_points(sample.joints[:, :2], img2bb)
-        joints_hm = to_heatmap_frame(joints_crop, self.input_img_shape, self.output_hm_shape)
-        joints = np.concatenate([joints_hm, sample.joints[:, 2:]], axis=1).astype(np.float32)
+        return evaluation_item(self._read_image(sample), sample.bbox, sample.joints, sample.joints_valid,
+                         (sample.smpl_pose, sample.smpl_shape, sample.smpl_trans, sample.gender),
+                         idx=idx, ann_id=sample.ann_id, bbox_from_gt=sample.bbox_from_gt,
+                         input_img_shape=self.input_img_shape, output_hm_shape=self.output_hm_shape,
+                         smpl_fn_by_gender=self.smpl_fn_by_gender)
 
-        inputs = {
-            "img": torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)) / 255.0).float(),
-            "joints": torch.from_numpy(joints),
-            "joints_mask": torch.from_numpy(trunc_mask(joints, sample.joints_valid, self.output_hm_shape,
-                                                       check_depth=False)),
-        }
-        targets = {
-            "smpl_pose": torch.from_numpy(sample.smpl_pose),
-            "smpl_shape": torch.from_numpy(sample.smpl_shape),
-            "smpl_trans": torch.from_numpy(sample.smpl_trans),
-            "gender": torch.tensor(sample.gender, dtype=torch.int64),
-        }
-        if self.smpl_fn_by_gender is not None:
-            batch = {k: v[None] for k, v in targets.items()}
-            with torch.no_grad():
-                targets["smpl_mesh_cam"] = pw3d_gt_meshes(batch, self.smpl_fn_by_gender)[0]
-        meta = {
-            "bb2img_trans": torch.from_numpy(bb2img),
-            "img2bb_trans": torch.from_numpy(img2bb),
-            "bbox": torch.from_numpy(sample.bbox),
-            "idx": idx,
-            "ann_id": sample.ann_id,
-            "bbox_from_gt": sample.bbox_from_gt,
-        }
-        return inputs, targets, meta
+
+def evaluation_item(image, bbox, joints, joints_valid, smpl, *, idx, ann_id, bbox_from_gt, input_img_shape,
+                    output_hm_shape, smpl_fn_by_gender=None):
+    """One evaluation item (inputs, targets, meta) as PW3D documents it, shared by the 3DPW-style test sets.
+
+    image (H, W, 3) uint8 RGB; bbox (4,) crop box xywh, image pixels; joints (30, 3) input pose in image pixels +
+    confidence; joints_valid (30,); smpl: (pose (72,), shape (10,), trans (3,) metres, gender code)."""
+    patch, img2bb, bb2img = generate_patch_image(image, bbox, 1.0, 0.0, False, input_img_shape)
+    joints_hm = to_heatmap_frame(affine_points(joints[:, :2], img2bb), input_img_shape, output_hm_shape)
+    joints = np.concatenate([joints_hm, joints[:, 2:]], axis=1).astype(np.float32)
+    pose, shape, trans, gender = smpl
+    inputs = {
+        "img": torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)) / 255.0).float(),
+        "joints": torch.from_numpy(joints),
+        "joints_mask": torch.from_numpy(trunc_mask(joints, joints_valid, output_hm_shape, check_depth=False)),
+    }
+    targets = {
+        "smpl_pose": torch.from_numpy(pose),
+        "smpl_shape": torch.from_numpy(shape),
+        "smpl_trans": torch.from_numpy(trans),
+        "gender": torch.tensor(gender, dtype=torch.int64),
+    }
+    if smpl_fn_by_gender is not None:
+        batch = {k: v[None] for k, v in targets.items()}
+        with torch.no_grad():
+            targets["smpl_mesh_cam"] = pw3d_gt_meshes(batch, smpl_fn_by_gender)[0]
+    meta = {
+        "bb2img_trans": torch.from_numpy(bb2img),
+        "img2bb_trans": torch.from_numpy(img2bb),
+        "bbox": torch.from_numpy(np.asarray(bbox, dtype=np.float32)),
+        "idx": idx,
+        "ann_id": ann_id,
+        "bbox_from_gt": bbox_from_gt,
+    }
+    return inputs, targets, meta
 
 
 def pw3d_gt_meshes(targets, smpl_by_gender):
