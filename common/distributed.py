@@ -46,8 +46,12 @@ def init_distributed(device):
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
-def cleanup_distributed():
+def cleanup_distributed(graceful=True):
+    """Leave the process group. graceful: wait for every process first, so none tears the group down while another is
+    still in a collective (a C++ abort otherwise); after an error, leave at once (the others may never arrive)."""
     if dist.is_available() and dist.is_initialized():
+        if graceful:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -82,8 +82,10 @@ def main(argv=None):
     cfg = config_from_args(args)
     try:
         run(cfg, args)
-    finally:
-        cleanup_distributed()
+    except BaseException:
+        cleanup_distributed(graceful=False)
+        raise
+    cleanup_distributed()
     return 0
 
 

@@ -244,9 +244,12 @@ def main(argv=None):
     add_config_args(parser)
     cfg = config_from_args(parser.parse_intermixed_args(argv))
     try:
-        return train(cfg).exit_code
-    finally:
-        cleanup_distributed()
+        exit_code = train(cfg).exit_code
+    except BaseException:
+        cleanup_distributed(graceful=False)
+        raise
+    cleanup_distributed()
+    return exit_code
 
 
 if __name__ == "__main__":

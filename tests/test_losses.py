@@ -465,6 +465,7 @@ def _distributed_worker(rank, world_size, init_file, result_dir):
         (out["intra_nce"] + out["inter_nce"]).backward()
         torch.save({"losses": {k: v.detach() for k, v in out.items()}, "volume_grad": volume.grad,
                     "exponent_grad": exponent.grad}, f"{result_dir}/rank{rank}.pt")
+        dist.barrier()  # neither process tears the group down while the other is still in a collective
     finally:
         dist.destroy_process_group()
 
