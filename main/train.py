@@ -132,12 +132,11 @@ def train(cfg):
 
     body_model = build_body_model(cfg)
     model = build_model(cfg, body_model=body_model)
-    if cfg.resume:
-        pass  # weights, optimiser and RNG come from the checkpoint below
-    elif cfg.init_ckpt:
+    # With `resume`, the weights (and everything else) come from that checkpoint, loaded below.
+    if cfg.init_ckpt and not cfg.resume:
         load_checkpoint(model, cfg.init_ckpt)
         logger.info(f"initial weights from {cfg.init_ckpt}")
-    elif model.vposer is not None:
+    elif model.vposer is not None and not cfg.resume:
         logger.info(f"VPoser weights from {load_vposer_weights(model.vposer, cfg.vposer_path)}")
     model.to(world.device)
 
