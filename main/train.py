@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from common.checkpoint import FORMAT, load_checkpoint, save_atomic
@@ -24,6 +25,7 @@ from common.distributed import (
     broadcast_buffers,
     cleanup_distributed,
     init_distributed,
+    is_distributed,
     rng_state,
     seed_everything,
     seed_worker,
@@ -96,17 +98,27 @@ def numpy_free_rng_state():
     return state
 
 
+def rng_states_of_all_processes():
+    """[rank 0's state, rank 1's, ...]: every process calls this at the same point (it is a collective)."""
+    state = numpy_free_rng_state()
+    if not is_distributed():
+        return [state]
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
 def restore_rng_state(state):
     kind, keys, pos, has_gauss, cached = state["numpy"]
     state = dict(state, numpy=(kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     set_rng_state(state)
 
 
-def save_training_state(path, objective, optimizer, scaler, step, cfg, best):
+def save_training_state(path, objective, optimizer, scaler, step, cfg, best, rng_states):
     save_atomic({
         "format": FORMAT, "model": objective.model.state_dict(), "loss_weights": objective.awl.state_dict(),
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
-        "config": dataclasses.asdict(cfg), "rng": numpy_free_rng_state(), "best": best,
+        "config": dataclasses.asdict(cfg), "rng": rng_states, "best": best,
         "contrastive_rng": objective.nce_generator.get_state(),
     }, path)
 
@@ -159,7 +171,11 @@ def train(cfg):
         scaler.load_state_dict(state["scaler"])
         step, best = state["step"], state.get("best", {})
         objective.nce_generator.set_state(state["contrastive_rng"])
-        restore_rng_state(state["rng"])
+        rng_states = state["rng"]
+        if len(rng_states) != world.world_size:
+            logger.info(f"the checkpoint holds RNG states of {len(rng_states)} process(es), this run has "
+                        f"{world.world_size}: weights and data order resume exactly, random draws do not")
+        restore_rng_state(rng_states[world.rank % len(rng_states)])
         logger.info(f"resumed {cfg.resume} at step {step}")
 
     if world.distributed:
@@ -227,8 +243,10 @@ def train(cfg):
             broadcast_buffers(model)
             if not stop_requested and (step % steps_per_epoch == 0 or step == last_step):
                 maybe_evaluate(step)  # after every epoch and at the end (spec 4.6)
+            rng_states = rng_states_of_all_processes()  # each process resumes with its own RNG streams
             if world.is_main:
-                save_training_state(checkpoint_dir / "last.pth.tar", objective, optimizer, scaler, step, cfg, best)
+                save_training_state(checkpoint_dir / "last.pth.tar", objective, optimizer, scaler, step, cfg, best,
+                                    rng_states)
             if stop_requested:
                 logger.info(f"stopped by a signal at step {step}; resume={checkpoint_dir / 'last.pth.tar'} continues")
                 logger.close()

@@ -187,3 +187,22 @@ def test_training_on_the_official_mix_of_four_datasets(tmp_path):
     log = (tmp_path / "out" / "mix" / "log" / "train.log").read_text()
     assert "] step 3: " in log
     assert load(tmp_path / "out" / "mix" / "checkpoint" / "last.pth.tar")["step"] == 3
+
+
+def test_resume_is_exact_under_torchrun(data_dir, tmp_path):
+    """Two processes: 4 steps in one run == 2 steps, a stop and 2 resumed steps (each process keeps its own RNG)."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "tests/dist_train_driver.py"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first_half = tmp_path / "split" / "split" / "checkpoint" / "last.pth.tar"
+    runs = {"straight": ["total_steps=4"], "split": ["total_steps=2"],
+            "split_resumed": ["total_steps=4", f"resume={first_half}"]}
+    for name, extra in runs.items():
+        out = tmp_path / name.split("_")[0]
+        overrides = tiny_overrides(data_dir, out, testsets="[]", end_epoch=3, exp_name=name.split("_")[0],
+                                   train_batch_size=1)
+        result = subprocess.run([*torchrun, *overrides, *extra], cwd=REPO, capture_output=True, text=True,
+                                timeout=900, env=env)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert_same_state(load(tmp_path / "straight" / "rank0.pt"), load(tmp_path / "split" / "rank0.pt"), atol=1e-6)
+    assert len(load(first_half)["rng"]) == 2
