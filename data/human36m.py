@@ -30,12 +30,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 from common.joint_sets import H36M17
 from data.muco import _array
 from data.preprocessing import process_bbox
-from data.train_sample import MAX_ABS_BETA, SMPL30_ROOT, SMPLFit, TrainingImages, TrainSampleBuilder
+from data.train_sample import MAX_ABS_BETA, SMPL30_ROOT, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
 
 TRAIN_SUBJECTS = (1, 5, 6, 7, 8)
 SAMPLING_RATIO = 5  # every 5th frame
@@ -122,7 +121,7 @@ def fit_error_mm(vertices, joints_cam_mm, h36m_regressor):
     return float(np.linalg.norm((fit - fit.mean(0)) - (gt - gt.mean(0)), axis=1).mean())
 
 
-class Human36M(torch.utils.data.Dataset):
+class Human36M(TrainingSet):
     """Human3.6M training samples (module docstring); items as data.train_sample describes (is_3D = 1).
 
     Arguments as data.muco.MuCo: data_dir (holding Human36M/), body_model, joint_regressor_30 (30, 6890; its rows
@@ -146,10 +145,10 @@ class Human36M(torch.utils.data.Dataset):
         self.update_bbox = bool(update_bbox)
         self.augment = bool(augment)
         self.seed = int(seed)
-        self.epoch = 0
+        self.seed_salt = _SEED_SALT
         self.num_unusable_boxes = 0
         self.samples = []
-        rng = np.random.default_rng([self.seed, _SEED_SALT])  # only for the fixed boxes of update_bbox=False
+        rng = np.random.default_rng([self.seed, self.seed_salt])  # only for the fixed boxes of update_bbox=False
         for subject in self.subjects:
             self.samples.extend(self._load_subject(subject, rng))
         if not self.samples:
@@ -220,17 +219,6 @@ class Human36M(torch.utils.data.Dataset):
                           focal=_array(entry.get("f"), (2,), f"{what} f", ann_id, path),
                           princpt=_array(entry.get("c"), (2,), f"{what} c", ann_id, path))
 
-    def __len__(self):
-        return len(self.samples)
-
-    def set_epoch(self, epoch):
-        """Select the epoch whose random draws the items use (data.muco)."""
-        self.epoch = int(epoch)
-
-    def rng(self, index):
-        """The Generator item `index` of the current epoch draws from."""
-        return np.random.default_rng([self.seed, _SEED_SALT, self.epoch, int(index)])
-
     def camera_fit(self, index):
         """SMPLFit of sample `index` in its camera frame (fit_to_camera), betas with any |beta| > 3 reset to 0 as
         the items use them; None if the frame has no fit."""
@@ -255,13 +243,6 @@ class Human36M(torch.utils.data.Dataset):
             return None
         verts, _ = self.builder.fit_joints(fit.pose[None], fit.shape, fit.trans)
         return fit_error_mm(verts[0], self.samples[index].joints_cam, self.h36m_regressor)
-
-    @property
-    def max_missing_images(self):
-        return self.images.limit
-
-    def __getitem__(self, index):
-        return self.item(index)
 
     def item(self, index, return_geometry=False, aug=None):
         """Item `index` of the current epoch; with return_geometry also the crop's SampleGeometry; `aug` (an

@@ -32,12 +32,11 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from common.joint_sets import COCO17, COCO17_PELVIS, add_pelvis_neck
 from data.muco import _array
 from data.preprocessing import TEST_AUG, get_aug_config, process_bbox
-from data.train_sample import SMPLFit, TrainingImages, TrainSampleBuilder
+from data.train_sample import SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
 
 NEURALANNOT_SOURCE = ("the NeuralAnnot SMPL fits (https://github.com/mks0601/NeuralAnnot_RELEASE), linked from the "
                       "3DCrowdNet README (https://github.com/hongsukchoi/3DCrowdNet_RELEASE)")
@@ -65,7 +64,7 @@ def builder_takes_near_joints(builder):
         return False
 
 
-class KeypointDataset(torch.utils.data.Dataset):
+class KeypointDataset(TrainingSet):
     """A COCO-format keypoint dataset with NeuralAnnot fits (module docstring). Subclasses set the class attributes
     and may override `_image_sizes` (the size of each image) and `_fit_usable` (a filter on the fits).
 
@@ -94,7 +93,6 @@ class KeypointDataset(torch.utils.data.Dataset):
         self.augment = bool(augment)
         self.seed = int(seed)
         self.seed_salt = zlib.crc32(self.name.encode())
-        self.epoch = 0
         # Index order that makes the builder's (correct) flip reproduce another flip; see data.crowdpose.
         self.flip_input_order = None
         self.num_unusable_boxes = 0
@@ -194,24 +192,6 @@ class KeypointDataset(torch.utils.data.Dataset):
         return fit
 
     # ---------------------------------------------------------------------------------------------------- items
-
-    def __len__(self):
-        return len(self.samples)
-
-    def set_epoch(self, epoch):
-        """Select the epoch whose random draws the items use (data.muco)."""
-        self.epoch = int(epoch)
-
-    def rng(self, index):
-        """The Generator item `index` of the current epoch draws from."""
-        return np.random.default_rng([self.seed, self.seed_salt, self.epoch, int(index)])
-
-    @property
-    def max_missing_images(self):
-        return self.images.limit
-
-    def __getitem__(self, index):
-        return self.item(index)
 
     def item(self, index, return_geometry=False, aug=None):
         """Item `index` of the current epoch; with return_geometry also the crop's SampleGeometry; `aug` (an

@@ -25,11 +25,10 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from common.joint_sets import H36M17, MUCO21
 from data.preprocessing import process_bbox
-from data.train_sample import MAX_ABS_BETA, SMPLFit, TrainingImages, TrainSampleBuilder
+from data.train_sample import MAX_ABS_BETA, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
 
 ANNOTATION_FILE = "MuCo-3DHP.json"
 SMPL_PARAM_FILE = "smpl_param.json"
@@ -107,7 +106,7 @@ def fit_error_mm(vertices, joints_cam_mm, h36m_regressor):
     return float(np.linalg.norm(fit - gt, axis=1).mean())
 
 
-class MuCo(torch.utils.data.Dataset):
+class MuCo(TrainingSet):
     """MuCo-3DHP training samples (module docstring); items as data.train_sample describes (is_3D = 1).
 
     data_dir: the directory holding MuCo/ (normally `data`); body_model: SMPL layer (common.body_model.SMPLLayer)
@@ -133,7 +132,7 @@ class MuCo(torch.utils.data.Dataset):
         self.update_bbox = bool(update_bbox)
         self.augment = bool(augment)
         self.seed = int(seed)
-        self.epoch = 0
+        self.seed_salt = _SEED_SALT
         self.num_unusable_boxes = 0
         self.samples = self._load_samples()
         if not self.samples:
@@ -162,7 +161,7 @@ class MuCo(torch.utils.data.Dataset):
             }
             people.setdefault(ann["image_id"], []).append((arrays["joints_cam"][ROOT_IDX, 2], ann, arrays))
 
-        rng = np.random.default_rng([self.seed, _SEED_SALT])  # only for the fixed boxes of update_bbox=False
+        rng = np.random.default_rng([self.seed, self.seed_salt])  # only for the fixed boxes of update_bbox=False
         samples = []
         for image_id, candidates in people.items():
             _, ann, arrays = min(candidates, key=lambda c: c[0])
@@ -189,17 +188,6 @@ class MuCo(torch.utils.data.Dataset):
                              for _, other_ann, other in candidates if other_ann is not ann]))
         return samples
 
-    def __len__(self):
-        return len(self.samples)
-
-    def set_epoch(self, epoch):
-        """Select the epoch whose random draws the items use (module docstring)."""
-        self.epoch = int(epoch)
-
-    def rng(self, index):
-        """The Generator item `index` of the current epoch draws from."""
-        return np.random.default_rng([self.seed, _SEED_SALT, self.epoch, int(index)])
-
     def fit_error_mm(self, index):
         """The fit-validity error (mm, see fit_error_mm) of sample `index`, or None if it has no SMPL fit. Computed
         on the mesh the items use (betas with any |beta| > 3 reset to 0)."""
@@ -210,13 +198,6 @@ class MuCo(torch.utils.data.Dataset):
         shape = np.zeros_like(shape) if np.any(np.abs(shape) > MAX_ABS_BETA) else shape
         verts, _ = self.builder.fit_joints(sample.smpl["pose"][None], shape, sample.smpl["trans"])
         return fit_error_mm(verts[0], sample.joints_cam, self.h36m_regressor)
-
-    @property
-    def max_missing_images(self):
-        return self.images.limit
-
-    def __getitem__(self, index):
-        return self.item(index)
 
     def item(self, index, return_geometry=False):
         """Item `index` of the current epoch; with return_geometry also the crop's SampleGeometry (tests, plots).

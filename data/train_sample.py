@@ -143,6 +143,33 @@ def read_rgb(path):
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+class TrainingSet(torch.utils.data.Dataset):
+    """What the training loaders share: each item draws from a Generator seeded by (seed, the set's salt, epoch,
+    index), so items depend neither on the number of DataLoader workers nor on the order or a resume point
+    (call set_epoch before each epoch's loader). Subclasses provide `samples`, `seed`, `seed_salt`, `images`
+    (TrainingImages) and `item(index)`."""
+
+    epoch = 0
+
+    def __len__(self):
+        return len(self.samples)
+
+    def set_epoch(self, epoch):
+        """Select the epoch whose random draws the items use."""
+        self.epoch = int(epoch)
+
+    def rng(self, index):
+        """The Generator item `index` of the current epoch draws from."""
+        return np.random.default_rng([self.seed, self.seed_salt, self.epoch, int(index)])
+
+    @property
+    def max_missing_images(self):
+        return self.images.limit
+
+    def __getitem__(self, index):
+        return self.item(index)
+
+
 class TrainingImages:
     """Reads a training set's images and tolerates a few missing ones: a missing or unreadable image makes the loader
     skip that sample with a warning; past `limit` distinct missing images it is an error that says where the images
