@@ -15,6 +15,7 @@ from common.distributed import all_reduce_max
 from common.joint_sets import SMPL30_QUERY15_IDX as QUERY15_IDX
 from common.losses import SUPERVISED_KEYS, AutomaticWeightedLoss, supervised_losses
 from common.metrics import MetricAccumulator, mesh_metrics
+from common.speed import inference_model
 from data.pw3d import pw3d_gt_meshes
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -56,31 +57,51 @@ class TrainingObjective(nn.Module):
         return total, terms
 
 
-def build_optimizer(objective, lr, lr_backbone, weight_decay):
-    """AdamW with three groups (spec 4.2): the backbone at lr_backbone, the rest of the network at lr, and the
-    learned loss weights at lr without weight decay. Frozen parameters (VPoser) are left out.
+TRANSFORMER_MODULES = ("transformer", "voxel_encoder", "smpl_query_pos", "joint_query_pos")
+
+
+def build_optimizer(objective, lr, lr_backbone, weight_decay, lr_transformer=0.0):
+    """AdamW with the official three groups (spec 4.2): the backbone at lr_backbone, the rest of the network at lr,
+    and the learned loss weights at lr without weight decay. With lr_transformer > 0 the transformers
+    (TRANSFORMER_MODULES) get a fourth group at that rate. Frozen parameters (VPoser) are left out.
 
     Each group remembers its base learning rate in 'initial_lr' for `set_epoch_lr`. (The official set_lr
     overwrote every group with `lr`, so its lr_backbone never took effect; here each group keeps its own.)"""
     model = objective.model
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
-    backbone_ids = {id(p) for p in backbone}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
+    transformer = []
+    if lr_transformer > 0:
+        transformer = [p for name, p in model.named_parameters()
+                       if p.requires_grad and name.split(".")[0] in TRANSFORMER_MODULES]
+    taken = {id(p) for p in backbone + transformer}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
     groups = [
         {"params": backbone, "lr": lr_backbone, "weight_decay": weight_decay, "name": "backbone"},
         {"params": rest, "lr": lr, "weight_decay": weight_decay, "name": "network"},
         {"params": list(objective.awl.parameters()), "lr": lr, "weight_decay": 0.0, "name": "loss_weights"},
     ]
+    if transformer:
+        groups.append({"params": transformer, "lr": lr_transformer, "weight_decay": weight_decay,
+                       "name": "transformer"})
     for g in groups:
         g["initial_lr"] = g["lr"]
     return torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
 
 
 def set_epoch_lr(optimizer, epoch, milestones, factor):
-    """Step schedule: base lr / factor^(number of milestones <= epoch), for every group."""
+    """Step schedule: base lr / factor^(number of milestones <= epoch), for every group (kept in 'epoch_lr', which
+    the warm-up of train_one_epoch scales)."""
     decay = factor ** sum(epoch >= m for m in milestones)
     for g in optimizer.param_groups:
-        g["lr"] = g["initial_lr"] / decay
+        g["lr"] = g["epoch_lr"] = g["initial_lr"] / decay
+
+
+def apply_warmup(optimizer, step, warmup_steps):
+    """Linear warm-up: the lr of the step after `step` applied steps is epoch_lr * min(1, (step + 1) / warmup_steps).
+    A function of the step alone, so a resumed run gets the same rates."""
+    if warmup_steps > 0:
+        for g in optimizer.param_groups:
+            g["lr"] = g.get("epoch_lr", g["initial_lr"]) * min(1.0, (step + 1) / warmup_steps)
 
 
 def to_device(batch, device):
@@ -124,12 +145,13 @@ class StopRequest:
 
 
 def train_one_epoch(objective, loader, optimizer, scaler, *, device, step, amp="off", max_norm=0.0,
-                    total_steps=0, stop=None, on_step=None, log=None, progress=True, desc="train"):
+                    total_steps=0, stop=None, on_step=None, log=None, progress=True, desc="train", warmup_steps=0):
     """Optimiser steps over `loader` (one epoch, or what is left of it after a resume).
 
     objective: TrainingObjective, possibly DDP-wrapped; step: global step count before the first batch;
     amp: 'off' | 'bf16' | 'fp16'; scaler: torch.amp.GradScaler (enabled for fp16 only);
     total_steps: stop once the global step reaches it (0 = no cap); stop: StopRequest or None;
+    warmup_steps: linear lr warm-up over the first global steps (apply_warmup);
     on_step(step, terms): called after every applied step (evaluation, checkpoints, logging).
     A non-finite loss on any process raises NonFiniteLossError on every process before backward, so the step
     is not applied. Returns (step, stop_requested): stop_requested is True when a process received SIGINT/SIGTERM
@@ -148,6 +170,7 @@ def train_one_epoch(objective, loader, optimizer, scaler, *, device, step, amp="
             values = {k: float(v.detach()) for k, v in terms.items()}
             raise NonFiniteLossError(f"non-finite loss at step {step + 1}; the step was not applied. Terms: {values}")
         optimizer.zero_grad(set_to_none=True)
+        apply_warmup(optimizer, step, warmup_steps)
         scaler.scale(total).backward()
         if max_norm > 0:
             scaler.unscale_(optimizer)
@@ -169,7 +192,7 @@ def train_one_epoch(objective, loader, optimizer, scaler, *, device, step, amp="
 
 @torch.no_grad()
 def evaluate(model, loader, *, smpl_by_gender, h36m_regressor, device, amp="off", expected_count=None,
-             progress=True, desc="eval", keep_samples=0):
+             progress=True, desc="eval", keep_samples=0, compile=False):
     """The 3DPW protocol (spec 6) over one test set.
 
     model: the bare network (not DDP-wrapped); loader: a PW3D-style loader whose meta carries the sample id
@@ -177,10 +200,13 @@ def evaluate(model, loader, *, smpl_by_gender, h36m_regressor, device, amp="off"
     models {'male', 'female'[, 'neutral']}; h36m_regressor: (17, V). expected_count: the test set's size; the
     accumulator refuses to report if any sample is missing. Returns (summary, samples): summary = {'mpjpe',
     'pa_mpjpe', 'mpvpe', 'n'} in millimetres over the whole set (all processes); samples = up to keep_samples
-    (img, pred mesh, cam_trans) tuples from this process, for overlays.
+    (img, pred mesh, cam_trans) tuples from this process, for overlays. The forward passes run on
+    common.speed.inference_model(model, compile): a copy with BatchNorm folded into the convolutions (the same
+    function, one memory pass less per layer); `model` itself is not modified.
     """
     was_training = model.training
     model.eval()
+    net = inference_model(model, compile)
     amp_dtype = AMP_DTYPES[amp]
     root_regressor = model.joint_regressor[0]
     accumulator = MetricAccumulator(expected_count)
@@ -188,7 +214,7 @@ def evaluate(model, loader, *, smpl_by_gender, h36m_regressor, device, amp="off"
     for inputs, targets, meta in tqdm(loader, desc=desc, dynamic_ncols=True, disable=not progress, leave=False):
         inputs, targets, meta = to_device((inputs, targets, meta), device)
         with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            out = model(inputs["img"], inputs["joints"], inputs["joints_mask"], bbox=meta["bbox"])
+            out = net(inputs["img"], inputs["joints"], inputs["joints_mask"], bbox=meta["bbox"])
         gt_mesh = pw3d_gt_meshes(targets, smpl_by_gender)
         accumulator.add(mesh_metrics(out["smpl_mesh_cam"].float(), gt_mesh, h36m_regressor, root_regressor),
                         meta["idx"])

@@ -37,8 +37,11 @@ size keeps the earlier images. The same seed gives byte-identical files (geometr
 same OpenCV build).
 """
 import colorsys
+import concurrent.futures
 import dataclasses
+import functools
 import json
+import multiprocessing
 import os
 import pathlib
 import shutil
@@ -1000,11 +1003,11 @@ def _scene_fields(scene, annotated):
 # Splits
 
 
-def _write_pw3d_split(out, split, n_images, seed, bodies, image_size, log):
-    """Images and annotations of a 3DPW-style split; returns (images, annotations, hhrnet results)."""
+def _write_pw3d_split(out, split, indices, seed, bodies, image_size, log):
+    """Images `indices` of a 3DPW-style split (files written); returns (images, annotations, hhrnet results)."""
     spec = SPLITS[split]
     images, annotations, hhrnet = [], [], {}
-    for index in range(n_images):
+    for done, index in enumerate(indices, 1):
         rng = np.random.default_rng([seed, spec.split_id, index])
         scene = make_scene(rng, bodies, split, image_size)
         if split == "crowd":
@@ -1027,8 +1030,8 @@ def _write_pw3d_split(out, split, n_images, seed, bodies, image_size, log):
             if split == "crowd":
                 coco, noise = detector_pose(rng, person, _COCO_IN_SMPL30, COCO17, image_size)
                 hhrnet[str(ann["id"])] = {"coco_joints": _round(coco, 4), "synthetic_noise": noise}
-        if log and (index + 1) % 200 == 0:
-            log(f"{split}: {index + 1}/{n_images} images")
+        if log and done % 200 == 0:
+            log(f"{split}: {done}/{len(indices)} images")
     return images, annotations, hhrnet
 
 
@@ -1049,12 +1052,13 @@ def _occlusion_counts(annotations):
     return counts
 
 
-def _write_train_split(out, n_images, seed, bodies, image_size, log):
-    """MuCo-format training split: one annotation per image (a random annotatable person, often occluded), so
-    the loader's closest-person rule keeps it."""
+def _write_train_split(out, indices, seed, bodies, image_size, log):
+    """Images `indices` of the MuCo-format training split (files written): one annotation per image (a random
+    annotatable person, often occluded), so the loader's closest-person rule keeps it. Returns (images,
+    annotations, SMPL fits by annotation id)."""
     spec = SPLITS["train"]
     images, annotations, fits = [], [], {}
-    for index in range(n_images):
+    for done, index in enumerate(indices, 1):
         rng = np.random.default_rng([seed, spec.split_id, index])
         scene = make_scene(rng, bodies, "train", image_size)
         image_id = index + 1
@@ -1068,12 +1072,72 @@ def _write_train_split(out, n_images, seed, bodies, image_size, log):
         ann, fit = muco_annotation(scene.people[k], image_id * 10 + k, image_id, bodies, scene.camera)
         annotations.append(ann)
         fits[str(ann["id"])] = fit
-        if log and (index + 1) % 200 == 0:
-            log(f"train: {index + 1}/{n_images} images")
-    _write_json(out / "MuCo" / "MuCo-3DHP.json", _coco(images, annotations))
-    _write_json(out / "MuCo" / "smpl_param.json", fits)
-    return {"images": len(images), "annotations": len(annotations),
-            "occlusion_levels": _occlusion_counts(annotations)}
+        if log and done % 200 == 0:
+            log(f"train: {done}/{len(indices)} images")
+    return images, annotations, fits
+
+
+def _load_bodies(out):
+    """The Bodies of the mannequin files under out/body_models (as write_mannequin writes them)."""
+    folder = out / "body_models"
+    return Bodies(folder / "smpl", np.load(folder / "J_regressor_extra.npy"),
+                  np.load(folder / "J_regressor_h36m_correct.npy"))
+
+
+CHUNK_IMAGES = 100  # images per task of a parallel run
+
+
+def _chunk_in_worker(task):
+    """One chunk of images in a worker process (one math thread: the workers are the parallelism)."""
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    out, split, indices, seed, image_size = task
+    bodies = _load_bodies(out)
+    if split == "train":
+        return _write_train_split(out, indices, seed, bodies, image_size, None)
+    return _write_pw3d_split(out, split, indices, seed, bodies, image_size, None)
+
+
+def _render_chunks(out, sizes, seed, bodies, image_size, workers, log):
+    """Every split's images, in `workers` processes (1 = here). Each image draws from its own RNG stream
+    (seed, split, index), so the output does not depend on how the images are shared out. Returns
+    {split: list of the chunks' results in index order}."""
+    tasks = [(out, split, list(range(start, min(start + CHUNK_IMAGES, n))), seed, image_size)
+             for split, n in sizes.items() for start in range(0, n, CHUNK_IMAGES)]
+    if workers <= 1 or len(tasks) <= 1:
+        bodies = bodies if bodies is not None else _load_bodies(out)
+        results = []
+        for task in tasks:
+            _, split, indices, _, _ = task
+            writer = _write_train_split if split == "train" else functools.partial(_write_pw3d_split, split=split)
+            results.append(writer(out, indices=indices, seed=seed, bodies=bodies, image_size=image_size, log=None))
+            if log:
+                log(f"{split}: {indices[-1] + 1}/{sizes[split]} images")
+    else:
+        context = multiprocessing.get_context("spawn")  # no fork of a process that runs threaded math libraries
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            results = []
+            for task, result in zip(tasks, pool.map(_chunk_in_worker, tasks)):
+                results.append(result)
+                if log:
+                    log(f"{task[1]}: {task[2][-1] + 1}/{sizes[task[1]]} images")
+    by_split = {split: [] for split in sizes}
+    for task, result in zip(tasks, results):
+        by_split[task[1]].append(result)
+    return by_split
+
+
+def _merge(chunks):
+    """Concatenate the chunks' lists and merge their dicts, in order."""
+    merged = []
+    for parts in zip(*chunks):
+        if isinstance(parts[0], dict):
+            merged.append({k: v for part in parts for k, v in part.items()})
+        else:
+            merged.append([x for part in parts for x in part])
+    return merged
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1115,13 +1179,14 @@ def _prepare(out, manifest):
 
 
 def generate(out_dir, seed=0, n_train=2000, n_test=500, n_crowd=100, image_size=DEFAULT_IMAGE_SIZE, force=False,
-             log=None):
+             log=None, workers=1):
     """Write the synthetic data directory `out_dir` (module docstring) and return its manifest.
 
     n_train / n_test / n_crowd: images per split (train: one annotated person each; test and crowd: every
     annotatable person); image_size (H, W) pixels. When `out_dir` already holds a complete output of the same
     settings (manifest match), nothing is regenerated unless `force`. A directory with a body_models/, 3DPW/ or
     MuCo/ that this generator did not write is refused. `log`: optional callable(str) for progress messages.
+    workers: processes rendering images in parallel (the output is the same for any number).
     """
     out = pathlib.Path(out_dir)
     settings = _settings(seed, n_train, n_test, n_crowd, image_size)
@@ -1135,19 +1200,20 @@ def generate(out_dir, seed=0, n_train=2000, n_test=500, n_crowd=100, image_size=
     # Written first so that an interrupted run's leftovers are recognised (and replaced) by the next run.
     _write_json(out / MANIFEST_FILE, dict(settings, complete=False))
     start = time.perf_counter()
-    paths = write_mannequin(out / "body_models")
-    bodies = Bodies(out / "body_models" / "smpl", np.load(paths["J_regressor_extra"]),
-                    np.load(paths["J_regressor_h36m"]))
+    write_mannequin(out / "body_models")
+    bodies = _load_bodies(out) if workers <= 1 else None
     counts = {}
 
-    test_images, test_anns, _ = _write_pw3d_split(out, "test", n_test, seed, bodies, image_size, log)
+    sizes = {"test": n_test, "crowd": n_crowd, "train": n_train}
+    chunks = _render_chunks(out, sizes, seed, bodies, image_size, workers, log)
+    test_images, test_anns, _ = _merge(chunks["test"]) if n_test else ([], [], {})
     pw3d = out / "3DPW"
     files = {
         "3DPW_latest_test.json": _coco(test_images, test_anns),
         "3DPW_oc.json": _subset(test_images, test_anns, lambda s: s["object_occlusion"] >= OC_MIN_OBJECT_OCCLUSION),
         "3DPW_pc.json": _subset(test_images, test_anns, lambda s: s["person_occlusion"] >= PC_MIN_PERSON_OCCLUSION),
     }
-    crowd_images, crowd_anns, hhrnet = _write_pw3d_split(out, "crowd", n_crowd, seed, bodies, image_size, log)
+    crowd_images, crowd_anns, hhrnet = _merge(chunks["crowd"]) if n_crowd else ([], [], {})
     files["3DPW_latest_validation.json"] = _coco(crowd_images, crowd_anns)
     for name, content in files.items():
         _write_json(pw3d / name, content)
@@ -1158,7 +1224,11 @@ def generate(out_dir, seed=0, n_train=2000, n_test=500, n_crowd=100, image_size=
                       "occlusion_levels": _occlusion_counts(test_anns)}
     counts["crowd"] = {"images": len(crowd_images), "annotations": len(crowd_anns),
                        "occlusion_levels": _occlusion_counts(crowd_anns)}
-    counts["train"] = _write_train_split(out, n_train, seed, bodies, image_size, log)
+    train_images, train_anns, fits = _merge(chunks["train"]) if n_train else ([], [], {})
+    _write_json(out / "MuCo" / "MuCo-3DHP.json", _coco(train_images, train_anns))
+    _write_json(out / "MuCo" / "smpl_param.json", fits)
+    counts["train"] = {"images": len(train_images), "annotations": len(train_anns),
+                       "occlusion_levels": _occlusion_counts(train_anns)}
     empty = [name for name, count in (("3DPW_oc.json", counts["test"]["3dpw-oc"]),
                                       ("3DPW_pc.json", counts["test"]["3dpw-pc"])) if n_test and not count]
     if empty:
@@ -1184,13 +1254,12 @@ def measure_speed(n_images=40, image_size=DEFAULT_IMAGE_SIZE, seed=0, split="tes
     (= per core when the math libraries run single-threaded)}. For the benchmark script."""
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp)
-        paths = write_mannequin(out / "body_models")
-        bodies = Bodies(out / "body_models" / "smpl", np.load(paths["J_regressor_extra"]),
-                        np.load(paths["J_regressor_h36m"]))
+        write_mannequin(out / "body_models")
+        bodies = _load_bodies(out)
         wall, cpu = time.perf_counter(), time.process_time()
         if split == "train":
-            _write_train_split(out, n_images, seed, bodies, image_size, None)
+            _write_train_split(out, range(n_images), seed, bodies, image_size, None)
         else:
-            _write_pw3d_split(out, split, n_images, seed, bodies, image_size, None)
+            _write_pw3d_split(out, split, range(n_images), seed, bodies, image_size, None)
         return {"images_per_second": n_images / (time.perf_counter() - wall),
                 "images_per_cpu_second": n_images / (time.process_time() - cpu)}

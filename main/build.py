@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 from common.body_model import joint_regressor_30, load_regressor, load_smpl
 from common.distributed import ShardSampler, seed_worker
 from common.jotr import JOTR
+from common.speed import set_channels_last
 from data.registry import build_test_dataset
 
 SPIN_DATA = "SPIN's data release (http://visiondata.cis.upenn.edu/spin/data.tar.gz, file data/J_regressor_extra.npy)"
@@ -42,7 +43,7 @@ def build_h36m_regressor(cfg, num_verts=6890):
 def build_model(cfg, body_model=None):
     """The JOTR network of `cfg` with its neutral body model (loaded from cfg.smpl_dir unless given)."""
     body_model = body_model if body_model is not None else build_body_model(cfg)
-    return JOTR(
+    model = JOTR(
         body_model, build_joint_regressor(cfg, body_model),
         resnet_type=cfg.resnet_type, input_img_shape=cfg.input_img_shape, output_hm_shape=cfg.output_hm_shape,
         sigma=cfg.sigma, focal=cfg.focal, princpt=cfg.princpt, camera_3d_size=cfg.camera_3d_size,
@@ -51,6 +52,7 @@ def build_model(cfg, body_model=None):
         pose_head=cfg.pose_head, input_joint_mask_prob=cfg.input_joint_mask_prob, render=cfg.render,
         backbone_init=cfg.backbone_init,
     )
+    return set_channels_last(model, cfg.channels_last)
 
 
 def build_gendered_body_models(cfg, device):

@@ -93,6 +93,11 @@ class Config:
     # The official set_lr overwrote every group with `lr` at each epoch start, so its lr_backbone never took
     # effect (spec 4.2); both stages use lr_backbone == lr anyway.
     lr_backbone: float = 1e-4
+    # Optional: a learning rate of its own for the transformers (voxel encoder, encoder, decoder, query embeddings);
+    # 0 = they train at `lr` in its group, as in the official recipe. Training from scratch, the CNN and the heads
+    # need a higher rate than the transformers, which collapse to one output for every input at it.
+    lr_transformer: float = 0.0
+    warmup_steps: int = 0  # linear learning-rate warm-up over the first steps (0 = none, the official recipe)
     weight_decay: float = 1e-4  # stage 1 effective value: the CLI's 1e-4 beat the yaml's 0.01 (spec 4.1)
     lr_dec_epoch: list[int] = field(default_factory=lambda: [17])  # epochs at which lr is divided by lr_dec_factor
     lr_dec_factor: float = 1.0  # 1 => the official stage 1 lr is constant (spec 4.1)
@@ -102,6 +107,10 @@ class Config:
     # Mixed precision: 'off' | 'bf16' | 'fp16'. The official runs used fp16 autocast on GPUs; 'off' keeps CPU
     # runs exact. fp16 uses a GradScaler with dynamic scaling (the official reset the scale every step, spec 7-7).
     amp: str = "off"
+    # Speed switches (common/speed.py; `python -m tools.bench` measures each): NHWC memory layout for the CNN
+    # parts in training and inference, and torch.compile for evaluation and the demo (compiles for minutes first).
+    channels_last: bool = True
+    compile: bool = False
     init_scale: float = 1024.0  # fp16 GradScaler initial loss scale
     seed: int = 42
 
@@ -146,8 +155,8 @@ class Config:
                      "train_batch_size", "test_batch_size", "end_epoch", "print_every", "intra_anchors",
                      "intra_positives", "intra_negatives", "inter_anchors", "inter_positives", "inter_negatives"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr_backbone", "weight_decay", "max_norm", "total_steps", "num_thread", "eval_every_steps",
-                     "intra_weight", "inter_weight"):
+        for name in ("lr_backbone", "lr_transformer", "warmup_steps", "weight_decay", "max_norm", "total_steps",
+                     "num_thread", "eval_every_steps", "intra_weight", "inter_weight"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.nheads >= 1 and self.hidden_dim % self.nheads == 0,
              f"hidden_dim ({self.hidden_dim}) must be divisible by nheads ({self.nheads})")

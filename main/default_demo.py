@@ -156,7 +156,7 @@ def main(argv=None):
         for label, net in (("model", model), ("baseline", baseline)):
             scores[label], _ = evaluate(net, test_set.loader, smpl_by_gender=smpl_by_gender,
                                         h36m_regressor=test_set.h36m_regressor, device=device,
-                                        expected_count=test_set.size, desc=f"{name} {label}")
+                                        expected_count=test_set.size, desc=f"{name} {label}", amp=cfg.amp)
         results[name] = scores
     write_results_json(run_dir / "results.json", results)
     save_config(cfg, run_dir / "results_config.yaml")

@@ -45,6 +45,7 @@ from common.body_model import BodyModelFileError
 from common.camera import default_image_camera, translation_crop_to_image
 from common.checkpoint import load_checkpoint
 from common.renderer import overlay, project, render
+from common.speed import inference_model
 from data.keypoints_io import (
     IMAGE_EXTENSIONS,
     KEYPOINT_RCNN_DEFAULT_THRESHOLD,
@@ -357,9 +358,9 @@ def run_demo(model, frames, people_per_frame, out_dir, *, device=None, batch_siz
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.eval()
     if device is None:
         device = next(iter(model.parameters()), torch.empty(0)).device
+    model = inference_model(model.eval())  # BN folded into the convolutions (common/speed.py)
     if callable(people_per_frame):
         people_for = people_per_frame
     else:

@@ -61,7 +61,8 @@ def run(cfg, args):
             loaded = path
         results[name], _ = evaluate(model, test_set.loader, smpl_by_gender=smpl_by_gender,
                                     h36m_regressor=test_set.h36m_regressor, device=world.device, amp=cfg.amp,
-                                    expected_count=test_set.size, progress=world.is_main, desc=f"eval {name}")
+                                    expected_count=test_set.size, progress=world.is_main, desc=f"eval {name}",
+                                    compile=cfg.compile)
         results[name]["checkpoint"] = str(path)
     if world.is_main:
         out = Path(args.out) if args.out else Path(cfg.output_dir) / cfg.exp_name / "eval" / "results.json"

@@ -65,7 +65,7 @@ def run_evaluation(model, test_sets, smpl_by_gender, cfg, world, logger, step, b
         summary, samples = evaluate(model, test_set.loader, smpl_by_gender=smpl_by_gender,
                                     h36m_regressor=test_set.h36m_regressor, device=world.device, amp=cfg.amp,
                                     expected_count=test_set.size, progress=world.is_main, desc=f"eval {name}",
-                                    keep_samples=4 if world.is_main else 0)
+                                    keep_samples=4 if world.is_main else 0, compile=cfg.compile)
         results[name] = summary
         logger.images(f"eval/{name}/overlay", crop_overlays(samples, model.body_model.faces, cfg), step)
         logger.scalars(f"eval/{name}", {k: v for k, v in summary.items() if k != "n"}, step)
@@ -160,7 +160,7 @@ def train(cfg):
             inter_positives=cfg.inter_positives, inter_negatives=cfg.inter_negatives, hm_shape=cfg.output_hm_shape)
     objective = TrainingObjective(model, contrastive, cfg.intra_weight, cfg.inter_weight, cfg.output_hm_shape,
                                   seed=cfg.seed).to(world.device)
-    optimizer = build_optimizer(objective, cfg.lr, cfg.lr_backbone, cfg.weight_decay)
+    optimizer = build_optimizer(objective, cfg.lr, cfg.lr_backbone, cfg.weight_decay, cfg.lr_transformer)
     scaler = torch.amp.GradScaler(world.device.type, init_scale=cfg.init_scale, enabled=cfg.amp == "fp16")
 
     step, best = 0, {}
@@ -239,7 +239,7 @@ def train(cfg):
             step, stop_requested = train_one_epoch(
                 ddp, loader, optimizer, scaler, device=world.device, step=step, amp=cfg.amp, max_norm=cfg.max_norm,
                 total_steps=last_step, stop=stop, on_step=on_step, progress=world.is_main,
-                desc=f"epoch {epoch}")
+                desc=f"epoch {epoch}", warmup_steps=cfg.warmup_steps)
             broadcast_buffers(model)
             if not stop_requested and (step % steps_per_epoch == 0 or step == last_step):
                 maybe_evaluate(step)  # after every epoch and at the end (spec 4.6)

@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 from common.body_model import joint_regressor_30, load_smpl
 from common.joint_sets import COCO17, MUCO21, OPENPOSE18, SMPL30
 from common.renderer import project, render
+from data import synthetic
 from data.muco import MuCo
 from data.pw3d import PW3D
 from data.synthetic import (
@@ -259,10 +260,12 @@ def _files(root):
 
 
 @pytest.mark.filterwarnings("ignore:.*hold no person")  # two test images may have no object-occluded person
-def test_deterministic_reusable_and_safe(tmp_path):
+def test_deterministic_reusable_and_safe(tmp_path, monkeypatch):
     sizes = {"n_train": 2, "n_test": 2, "n_crowd": 1}
     first = generate(tmp_path / "a", seed=3, **sizes)
-    second = generate(tmp_path / "b", seed=3, **sizes)
+    # The same output from two worker processes, each split shared out one image per task.
+    monkeypatch.setattr(synthetic, "CHUNK_IMAGES", 1)
+    second = generate(tmp_path / "b", seed=3, workers=2, **sizes)
     files_a = _files(tmp_path / "a")
     assert files_a == _files(tmp_path / "b")
     assert first["counts"] == second["counts"]

@@ -206,3 +206,43 @@ def test_resume_is_exact_under_torchrun(data_dir, tmp_path):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert_same_state(load(tmp_path / "straight" / "rank0.pt"), load(tmp_path / "split" / "rank0.pt"), atol=1e-6)
     assert len(load(first_half)["rng"]) == 2
+
+
+def test_linear_warmup_scales_the_first_steps_and_resumes_by_step():
+    def run(start_step, n):
+        objective = ToyObjective()
+        optimizer = torch.optim.SGD(objective.parameters(), lr=0.1)
+        optimizer.param_groups[0]["initial_lr"] = 0.1
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        train_one_epoch(objective, toy_loader([[1.0, 1.0, 1.0]] * n), optimizer, scaler, device=torch.device("cpu"),
+                        step=start_step, warmup_steps=4, progress=False)
+        return 1.0 - objective.weight.detach()[0].item(), optimizer.param_groups[0]["lr"]
+
+    # lr x 1/4, 2/4, 3/4, 1, 1 over the first five steps: total descent 0.1 x 3.5.
+    descent, lr = run(0, 5)
+    assert descent == pytest.approx(0.35) and lr == pytest.approx(0.1)
+    # A run resumed after two steps continues with 3/4, then the full rate.
+    assert run(2, 2)[0] == pytest.approx(0.1 * 1.75)
+
+
+def test_optimizer_groups(paper_cfg):
+    import dataclasses
+
+    from common.engine import TRANSFORMER_MODULES, TrainingObjective, build_optimizer
+    from main.build import build_model
+
+    objective = TrainingObjective(build_model(dataclasses.replace(paper_cfg, resnet_type=18)))
+    trainable = {id(p) for p in objective.parameters() if p.requires_grad}
+    official = build_optimizer(objective, 1e-4, 2e-4, 1e-4)
+    # The official layout (spec 4.2), so official optimizer states load group for group.
+    assert [g["name"] for g in official.param_groups] == ["backbone", "network", "loss_weights"]
+    split = build_optimizer(objective, 1e-3, 1e-3, 1e-4, lr_transformer=1e-4)
+    groups = {g["name"]: g for g in split.param_groups}
+    assert groups["transformer"]["lr"] == 1e-4 and groups["network"]["lr"] == 1e-3
+    for optimizer in (official, split):
+        ids = [id(p) for g in optimizer.param_groups for p in g["params"]]
+        assert len(ids) == len(set(ids)) and set(ids) == trainable  # a partition of the trainable parameters
+    expected = {id(p) for name, p in objective.model.named_parameters()
+                if name.split(".")[0] in TRANSFORMER_MODULES and p.requires_grad}
+    assert {id(p) for p in groups["transformer"]["params"]} == expected
+    assert any(name.startswith("transformer.decoder") for name, _ in objective.model.named_parameters())

@@ -1,45 +1,131 @@
-"""Speed benchmarks on the current device, on random inputs (no dataset, no real body model needed).
+"""Speed benchmarks on the current device: random model inputs and a small synthetic data set written on the fly (no
+dataset download, no real body model needed).
 
-    python -m tools.bench [--batch 8] [--steps 5] [--warmup 2] [--device auto] [--quick] [--sections train_step]
+    python -m tools.bench [--batch 8] [--steps 5] [--warmup 2] [--device auto] [--threads N] [--quick] [--compile]
+                          [--sections machine,forward,train_step,data,eval] [--output output/bench/bench.json]
 
-Sections (one function each in SECTIONS; add new ones there, e.g. forward GFLOP/s, bf16, data loading):
+Sections (one function each in SECTIONS; they run in that order, whatever the order given to --sections):
+  machine     the device's own ceilings: float32 and bf16 matrix-multiply GFLOP/s (2 n^3 FLOPs per n x n product;
+              for each of MATMUL_SIZES the median of the timed calls, the ceiling is the best size) and memory
+              bandwidth (a COPY_MB tensor copied into another: bytes read + written / median time).
+  forward     the model's FLOPs per image (count_flops: torch.utils.flop_counter.FlopCounterMode, 2 per
+              multiply-add of the convolutions, matrix products and attention; elementwise ops, BN and softmax are
+              not counted; the convolution part separately), then eval-mode forward images/s, achieved GFLOP/s and
+              its fraction of the float32 ceiling, in float32 and in bf16 autocast, at batch 1 and --batch, with the
+              speed switches of common.speed: {plain, channels_last, channels_last + fuse_conv_bn} at --batch, the
+              project's inference default (INFERENCE_SWITCHES) at batch 1, and torch.compile of the default when
+              --compile is given (compiling takes minutes). bf16 speed-up = median over the timed rounds of
+              (float32 time / bf16 time) at --batch with the default switches.
   train_step  one training step -- train-mode forward, supervised losses, AutomaticWeightedLoss, backward, AdamW
-              step -- of the paper configuration (ResNet-50, float32), without and with the two contrastive terms
-              at the config's sampling counts; reports the median step time of each and their ratio, plus the
-              contrastive losses' own forward + backward time.
+              step -- in float32: with the layout TRAIN_CHANNELS_LAST selects, without and with the two contrastive
+              terms at the config's sampling counts, plus the other layout without them; per variant the median
+              step time, images/s and the step's peak memory; the contrastive ratio (median over rounds of the
+              with / without step times), 3 x forward FLOPs x batch / step time and its fraction of the ceiling,
+              and the contrastive losses' own forward + backward time.
+  data        samples/s of one process building items as one DataLoader worker does (torch and OpenCV limited to
+              one thread, as in a worker on one core), for the MuCo-format training split (data.muco.MuCo, with
+              augmentation) and the 3DPW-format test set (data.pw3d.PW3D), on a small set written by
+              data.synthetic.generate (its default image size; the loaders crop to the config's 256 x 256 input);
+              one timed call = one pass over the set. Also the generator's own images/s (measure_speed, same
+              thread limits). Real MuCo / 3DPW images are larger than the synthetic ones, so their JPEG decoding
+              costs more than here.
+  eval        common.metrics.mesh_metrics on a batch of random meshes (the test batch size): samples/s.
 
-The body model is the parity fixture's random SMPL-layout model (tools/parity_fixture.py), written to a
-temporary directory, so the benchmark runs anywhere. `--quick` uses a small model (ResNet-18, narrow
-transformer) for smoke tests. Results are printed as a table and written atomically to output/bench/bench.json.
+Then an "acceptance" block: the issue's ratios, each computed from the numbers stored above (a criterion whose
+sections did not run is "not measured"). They use the paper configuration's numbers only without --quick.
+
+Threads: --threads sets the math libraries' thread count (default: torch's, one per core). On a machine shared with
+busy processes, threads that wait for a descheduled sibling at every parallel region make each op many times slower
+(25x measured on 2 cores next to a 2-core job): measure on a quiet machine, or with fewer threads than cores.
+
+Timing: `warmup` untimed calls, then `steps` timed calls of every variant of a section, in rounds whose order is
+rotated each round so that load from other processes affects all variants alike; medians are reported. On CUDA,
+each timed call is bracketed by torch.cuda.synchronize. Peak memory: CUDA, torch.cuda.max_memory_allocated minus
+the memory allocated before the step; CPU (Linux), the growth of the process's peak resident set during one step:
+freed heap memory is first returned to the system (glibc malloc_trim, else memory the allocator kept from the
+previous step would be reused without showing), the kernel's peak-RSS mark is reset (writing 5 to
+/proc/self/clear_refs), and the peak (VmHWM) is read after the step, minus VmRSS before it. Elsewhere it is not
+measured (null).
+
+The model's body model is the parity fixture's random SMPL-layout model (tools/parity_fixture.py), written to a
+temporary directory, so the benchmark runs anywhere. `--quick` uses a small model (ResNet-18, narrow transformer,
+128 x 128 crop) and tiny sizes, for smoke tests. Results are printed as tables and written atomically to
+output/bench/bench.json: {created, device, torch, threads, machine, quick, batch, steps, warmup, compile,
+sections: {name: the section's numbers + section_s}, acceptance: [{name, criterion, value, op, threshold, pass}]};
+each median is stored with the per-round times it comes from, so every ratio can be recomputed from the file.
 """
 import argparse
+import contextlib
+import copy
+import ctypes
+import ctypes.util
 import dataclasses
+import gc
+import itertools
 import json
+import math
 import os
 import platform
 import statistics
 import tempfile
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from common.body_model import joint_regressor_30, load_smpl
 from common.losses import SUPERVISED_KEYS, AutomaticWeightedLoss, JointContrastiveLoss, supervised_losses
-from main.build import build_model, resolve_device
+from common.metrics import mesh_metrics
+from common.speed import compile_model, fuse_conv_bn, set_channels_last
+from data.muco import MuCo
+from data.pw3d import PW3D
+from data.synthetic import DEFAULT_IMAGE_SIZE, generate, measure_speed
+from main.build import build_body_model, build_h36m_regressor, build_joint_regressor, build_model, resolve_device
 from main.config import Config
 from tools.check_parity import write_body_model_files
 from tools.parity_fixture import body_model as random_body_model
 
+# --quick: a small model on the embedded default's geometry (main/configs/embedded.yaml: 128 x 128 crop, 32^3 grid).
 QUICK_MODEL = {"resnet_type": 18, "hidden_dim": 64, "nheads": 4, "dim_feedforward": 128,
-               "voxel_dim_feedforward": 128, "enc_layers": 1, "dec_layers": 2}
+               "voxel_dim_feedforward": 128, "enc_layers": 1, "dec_layers": 2, "input_img_shape": (128, 128),
+               "output_hm_shape": (32, 32, 32), "princpt": (64.0, 64.0), "sigma": 1.25}
+# The speed switches of common.speed the forward section compares, by name.
+SWITCHES = {
+    "plain": lambda model: set_channels_last(model, False),  # build_model applies cfg.channels_last (on)
+    "channels_last": lambda model: set_channels_last(model, True),
+    "channels_last+fuse_conv_bn": lambda model: set_channels_last(fuse_conv_bn(model), True),
+}
+INFERENCE_SWITCHES = "channels_last+fuse_conv_bn"  # what the project ships for inference; the acceptance uses it
+TRAIN_CHANNELS_LAST = True  # the layout of the training step the acceptance uses
+DTYPES = {"float32": None, "bfloat16": torch.bfloat16}  # forward: autocast dtype (None = off)
+MATMUL_SIZES, QUICK_MATMUL_SIZES = (2048, 3072, 4096), (256, 512)
+COPY_MB, QUICK_COPY_MB = 256, 32
+DATA_SIZES, QUICK_DATA_SIZES = dict(n_train=16, n_test=8, n_crowd=0), dict(n_train=3, n_test=2, n_crowd=0)
+GENERATOR_IMAGES, QUICK_GENERATOR_IMAGES = 20, 2
+QUICK_EVAL_BATCH = 4
+CONV_OPS = {torch.ops.aten.convolution, torch.ops.aten._convolution, torch.ops.aten.cudnn_convolution,
+            torch.ops.aten._slow_conv2d_forward, torch.ops.aten.convolution_overrideable,
+            torch.ops.aten.convolution_backward}
 
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Shared helpers: configuration, inputs, timing, FLOPs, memory
 
 def bench_config(body_model_dir, quick):
     cfg = dataclasses.replace(Config(), smpl_dir=str(body_model_dir / "smpl"),
                               j_regressor_extra_path=str(body_model_dir / "J_regressor_extra.npy"),
                               j_regressor_h36m_path=str(body_model_dir / "J_regressor_h36m_correct.npy"))
     return dataclasses.replace(cfg, **QUICK_MODEL) if quick else cfg
+
+
+def model_summary(cfg):
+    return {"resnet_type": cfg.resnet_type, "hidden_dim": cfg.hidden_dim, "enc_layers": cfg.enc_layers,
+            "dec_layers": cfg.dec_layers, "input_img_shape": list(cfg.input_img_shape)}
 
 
 def random_batch(cfg, batch, device, generator):
@@ -89,10 +175,239 @@ def timed(fn, device):
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bench_train_step(cfg, args, device):
-    model = build_model(cfg).to(device).train()
-    awl = AutomaticWeightedLoss(SUPERVISED_KEYS).to(device)
-    optimizer = optimizer_for(cfg, model, awl)
+def time_interleaved(calls, warmup, steps, device):
+    """Run every call of `calls` ({name: fn}) `warmup` times untimed, then in `steps` timed rounds, each call once
+    per round, in an order rotated each round: load from other processes (a shared machine) then affects every
+    variant alike. Returns ({name: [wall s per round]}, {name: [CPU s per round]})."""
+    names = list(calls)
+    for _ in range(warmup):
+        for name in names:
+            calls[name]()
+    wall, cpu = {name: [] for name in names}, {name: [] for name in names}
+    for round_index in range(steps):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds, cpu_seconds = timed(calls[name], device)
+            wall[name].append(seconds)
+            cpu[name].append(cpu_seconds)
+    return wall, cpu
+
+
+def paired_ratio(numerators, denominators):
+    """Median over rounds of numerator time / denominator time. On a shared machine the load changes between rounds
+    far more than within one, so pairing the calls of a round cancels most of it."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators))
+
+
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+    """FLOPs of attention: Q K^T and softmax(.) V, 2 per multiply-add. Shapes (..., L, E), (..., S, E), (..., S, Ev)."""
+    batch_heads = math.prod(query_shape[:-2])
+    queries, keys = query_shape[-2], key_shape[-2]
+    return 2 * batch_heads * queries * keys * (query_shape[-1] + value_shape[-1])
+
+
+# PyTorch's counter has formulas for the CUDA attention kernels but not for the CPU one that
+# F.scaled_dot_product_attention dispatches to on CPUs: without this the transformers' attention would count 0.
+_EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+
+
+def count_flops(fn):
+    """{'total', 'conv'}: FLOPs of one call of fn (FlopCounterMode: 2 per multiply-add of convolutions, matrix
+    products and attention; elementwise ops are not counted), and of its convolutions alone."""
+    with FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
+        fn()
+    per_op = counter.get_flop_counts().get("Global", {})
+    return {"total": int(counter.get_total_flops()),
+            "conv": int(sum(count for op, count in per_op.items() if op in CONV_OPS))}
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak_rss():
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if platform.system() == "Linux" else None
+
+
+def peak_memory_mb(fn, device):
+    """Peak memory growth (MiB) during one call of fn (module docstring), or None where it cannot be measured."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if device.type != "cpu" or _LIBC is None or not hasattr(_LIBC, "malloc_trim"):
+        fn()
+        return None
+    gc.collect()
+    _LIBC.malloc_trim(0)
+    if not _reset_peak_rss():
+        fn()
+        return None
+    before = _status_kib("VmRSS")
+    fn()
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+@contextlib.contextmanager
+def one_worker_threads():
+    """Thread limits of one DataLoader worker on one core: torch sets 1 thread in its workers; OpenCV is limited
+    here too, as tools/make_synthetic does, so that one process uses one core."""
+    torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        cv2.setNumThreads(cv2_threads)
+
+
+def _float32_ceiling(done):
+    machine = done.get("machine")
+    return None if machine is None else machine["matmul"]["float32"]["best_gflops"]
+
+
+def _fraction(value, ceiling):
+    return None if ceiling is None else value / ceiling
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sections: each takes (cfg, args, device, done = results of the sections run before) and returns (result, table)
+
+def bench_machine(cfg, args, device, done):
+    sizes = QUICK_MATMUL_SIZES if args.quick else MATMUL_SIZES
+    gen = torch.Generator().manual_seed(args.seed)
+    calls, flops = {}, {}
+    for size in sizes:
+        for dtype_name in DTYPES:
+            dtype = DTYPES[dtype_name] or torch.float32
+            a = torch.rand(size, size, generator=gen).to(device=device, dtype=dtype)
+            b = torch.rand(size, size, generator=gen).to(device=device, dtype=dtype)
+            out = torch.empty(size, size, device=device, dtype=dtype)
+            calls[(dtype_name, size)] = lambda a=a, b=b, out=out: torch.mm(a, b, out=out)
+            flops[(dtype_name, size)] = 2 * size**3
+    wall, _ = time_interleaved(calls, max(args.warmup, 1), args.steps, device)
+    matmul = {}
+    for dtype_name in DTYPES:
+        per_size = {str(size): flops[(dtype_name, size)] / statistics.median(wall[(dtype_name, size)]) / 1e9
+                    for size in sizes}
+        best = max(per_size, key=per_size.get)
+        matmul[dtype_name] = {"gflops_by_size": per_size, "best_gflops": per_size[best], "best_size": int(best)}
+    del calls
+
+    copy_mb = QUICK_COPY_MB if args.quick else COPY_MB
+    src = torch.rand(copy_mb * 2**20 // 4, generator=gen).to(device)
+    dst = torch.empty_like(src)
+    copy_wall, _ = time_interleaved({"copy": lambda: dst.copy_(src)}, max(args.warmup, 1), args.steps, device)
+    copy_s = statistics.median(copy_wall["copy"])
+    bandwidth = 2 * src.numel() * src.element_size() / copy_s / 1e9
+    result = {"matmul": matmul, "matmul_sizes": list(sizes), "memory_bandwidth_gbs": bandwidth,
+              "copy_bytes": src.numel() * src.element_size(), "copy_s": copy_s}
+    table = [f"machine: {device}, {torch.get_num_threads()} threads, median of {args.steps} calls",
+             f"  {'matmul GFLOP/s':<18}" + "".join(f"{'n=' + str(s):>10}" for s in sizes) + f"{'best':>10}"]
+    for dtype_name, entry in matmul.items():
+        table.append(f"  {dtype_name:<18}" + "".join(f"{entry['gflops_by_size'][str(s)]:>10.1f}" for s in sizes)
+                     + f"{entry['best_gflops']:>10.1f}")
+    table.append(f"  memory bandwidth (copy of {copy_mb} MiB, read + write): {bandwidth:.1f} GB/s")
+    return result, table
+
+
+def bench_forward(cfg, args, device, done):
+    torch.manual_seed(args.seed)
+    base = build_model(cfg).to(device).eval()
+    models = {name: switch(copy.deepcopy(base)).eval() for name, switch in SWITCHES.items()}
+    del base
+    compiled = f"{INFERENCE_SWITCHES}+compile"
+    if args.compile:
+        models[compiled] = compile_model(models[INFERENCE_SWITCHES], True)
+    gen = torch.Generator().manual_seed(args.seed)
+    batches = sorted({1, args.batch})
+    inputs = {batch: random_batch(cfg, batch, device, gen)[0] for batch in batches}
+
+    def forward(model, batch, dtype_name):
+        def call():
+            with torch.no_grad(), torch.autocast(device.type, dtype=DTYPES[dtype_name] or torch.float32,
+                                                 enabled=DTYPES[dtype_name] is not None):
+                model(inputs[batch]["img"], inputs[batch]["joints"], inputs[batch]["joints_mask"])
+        return call
+
+    flops = {batch: count_flops(forward(models["plain"], batch, "float32")) for batch in batches}
+    rows = []  # (batch, dtype, switches)
+    for dtype_name in DTYPES:
+        rows += [(args.batch, dtype_name, name) for name in models]
+        if args.batch != 1:
+            rows.append((1, dtype_name, INFERENCE_SWITCHES))
+    calls = {row: forward(models[row[2]], row[0], row[1]) for row in rows}
+    if args.compile:  # compile before the timed rounds: the first call of each dtype compiles (minutes)
+        for row in rows:
+            if row[2] == compiled:
+                calls[row]()
+    wall, _ = time_interleaved(calls, args.warmup, args.steps, device)
+
+    ceiling = _float32_ceiling(done)
+    bf16_ceiling = None if "machine" not in done else done["machine"]["matmul"]["bfloat16"]["best_gflops"]
+    result_rows = []
+    for batch, dtype_name, switches in rows:
+        median = statistics.median(wall[(batch, dtype_name, switches)])
+        gflops = flops[batch]["total"] / median / 1e9
+        result_rows.append({
+            "batch": batch, "dtype": dtype_name, "switches": switches, "median_s": median,
+            "images_per_s": batch / median, "gflops": gflops, "fraction_of_fp32_ceiling": _fraction(gflops, ceiling),
+            "fraction_of_bf16_ceiling": _fraction(gflops, bf16_ceiling) if dtype_name == "bfloat16" else None,
+            "times_s": wall[(batch, dtype_name, switches)]})
+    speedup = paired_ratio(wall[(args.batch, "float32", INFERENCE_SWITCHES)],
+                           wall[(args.batch, "bfloat16", INFERENCE_SWITCHES)])
+    result = {
+        "model": model_summary(cfg), "steps": args.steps, "warmup": args.warmup,
+        "flops_per_image": {str(batch): {k: v / batch for k, v in flops[batch].items()} for batch in batches},
+        "gflops_per_image": flops[args.batch]["total"] / args.batch / 1e9,
+        "conv_gflops_per_image": flops[args.batch]["conv"] / args.batch / 1e9,
+        "default_switches": INFERENCE_SWITCHES, "rows": result_rows,
+        "bf16_speedup": {"batch": args.batch, "switches": INFERENCE_SWITCHES, "value": speedup},
+    }
+    width = max(len(name) for name in models) + 2
+    table = [f"forward: ResNet-{cfg.resnet_type}, {tuple(cfg.input_img_shape)} input, eval mode, {device}; "
+             f"{result['gflops_per_image']:.2f} GFLOP/image ({result['conv_gflops_per_image']:.2f} in convolutions)",
+             f"  {'batch':>5} {'dtype':<9} {'switches':<{width}}{'median s':>10}{'images/s':>10}{'GFLOP/s':>9}"
+             f"{'of fp32 ceil':>13}"]
+    for row in result_rows:
+        table.append(f"  {row['batch']:>5} {row['dtype']:<9} {row['switches']:<{width}}{row['median_s']:>10.4f}"
+                     f"{row['images_per_s']:>10.2f}{row['gflops']:>9.1f}"
+                     f"{_fmt(row['fraction_of_fp32_ceiling'], '.2f'):>13}")
+    table.append(f"  bf16 speed-up (batch {args.batch}, {INFERENCE_SWITCHES}, median of paired rounds): "
+                 f"{speedup:.2f}x")
+    return result, table
+
+
+def bench_train_step(cfg, args, device, done):
+    torch.manual_seed(args.seed)
+    plain = set_channels_last(build_model(cfg), False).to(device).train()
+    models = {"plain": plain, "channels_last": set_channels_last(copy.deepcopy(plain), True)}
+    layout = "channels_last" if TRAIN_CHANNELS_LAST else "plain"
+    optimizers = {}
+    for name, model in models.items():
+        awl = AutomaticWeightedLoss(SUPERVISED_KEYS).to(device)
+        optimizers[name] = (awl, optimizer_for(cfg, model, awl))
     contrastive = JointContrastiveLoss(cfg.intra_anchors, cfg.intra_positives, cfg.intra_negatives, cfg.inter_anchors,
                                        cfg.inter_positives, cfg.inter_negatives, cfg.nce_temperature,
                                        cfg.output_hm_shape)
@@ -100,68 +415,204 @@ def bench_train_step(cfg, args, device):
     nce_gen = torch.Generator().manual_seed(args.seed)
     inputs, targets, meta = random_batch(cfg, args.batch, device, data_gen)
 
-    def step(with_contrastive):
-        out = model(inputs["img"], inputs["joints"], inputs["joints_mask"])
-        total, _ = awl(supervised_losses(out, targets, meta, cfg.output_hm_shape))
-        if with_contrastive:
-            nce = contrastive.forward_batch(out, targets, meta, nce_gen)
-            total = total + cfg.intra_weight * nce["intra_nce"] + cfg.inter_weight * nce["inter_nce"]
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+    def step(name, with_contrastive):
+        def call():
+            model, (awl, optimizer) = models[name], optimizers[name]
+            out = model(inputs["img"], inputs["joints"], inputs["joints_mask"])
+            total, _ = awl(supervised_losses(out, targets, meta, cfg.output_hm_shape))
+            if with_contrastive:
+                nce = contrastive.forward_batch(out, targets, meta, nce_gen)
+                total = total + cfg.intra_weight * nce["intra_nce"] + cfg.inter_weight * nce["inter_nce"]
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+        return call
+
+    with torch.no_grad():
+        flops = count_flops(lambda: models[layout](inputs["img"], inputs["joints"], inputs["joints_mask"]))
 
     # The contrastive terms alone (forward + backward) on fixed model outputs.
     with torch.no_grad():
-        out = model(inputs["img"], inputs["joints"], inputs["joints_mask"])
+        out = models[layout](inputs["img"], inputs["joints"], inputs["joints_mask"])
     loss_inputs = {k: out[k].detach().requires_grad_(True) for k in ("voxel_feat", "joint_img", "depth_exponent")}
 
     def contrastive_only():
         nce = contrastive.forward_batch(loss_inputs, targets, meta, nce_gen)
         (nce["intra_nce"] + nce["inter_nce"]).backward()
 
-    for _ in range(args.warmup):
-        step(with_contrastive=False)
-        step(with_contrastive=True)
-        contrastive_only()
-    # Interleaved, alternating the order, so that load from other processes affects both variants alike.
-    pairs = []  # (without, with), each (wall s, cpu s)
-    for i in range(args.steps):
-        order = (False, True) if i % 2 == 0 else (True, False)
-        times = {variant: timed(lambda v=variant: step(v), device) for variant in order}
-        pairs.append((times[False], times[True]))
-    loss_only = [timed(contrastive_only, device)[0] for _ in range(max(args.steps, 5))]
+    with_name = f"{layout}+contrastive"
+    calls = {layout: step(layout, False), with_name: step(layout, True)}
+    other = "plain" if layout == "channels_last" else "channels_last"
+    calls[other] = step(other, False)
+    wall, cpu = time_interleaved(calls, args.warmup, args.steps, device)
+    loss_only, _ = time_interleaved({"loss": contrastive_only}, args.warmup, max(args.steps, 5), device)
+    memory = {name: peak_memory_mb(call, device) for name, call in calls.items()}
 
-    def summary(clock):
-        without = [p[0][clock] for p in pairs]
-        with_nce = [p[1][clock] for p in pairs]
-        # The ratio is the median over adjacent (without, with) pairs: on a shared machine the load changes
-        # between pairs far more than within one, so pairing cancels most of it.
-        return {"without": statistics.median(without), "with": statistics.median(with_nce),
-                "min_without": min(without), "min_with": min(with_nce),
-                "ratio": statistics.median(b / a for a, b in zip(without, with_nce)),
-                "all_without": without, "all_with": with_nce}
-
-    wall, cpu = summary(0), summary(1)
+    variants = {}
+    for name in calls:
+        median = statistics.median(wall[name])
+        variants[name] = {"wall_s": median, "min_wall_s": min(wall[name]), "cpu_s": statistics.median(cpu[name]),
+                          "images_per_s": args.batch / median, "peak_memory_mb": memory[name],
+                          "all_wall_s": wall[name], "all_cpu_s": cpu[name]}
+    step_s = variants[layout]["wall_s"]
+    gflops = 3 * flops["total"] / step_s / 1e9  # flops: the whole batch's forward
     result = {
-        "model": {"resnet_type": cfg.resnet_type, "hidden_dim": cfg.hidden_dim, "enc_layers": cfg.enc_layers,
-                  "dec_layers": cfg.dec_layers, "input_img_shape": list(cfg.input_img_shape)},
-        "batch": args.batch, "dtype": "float32", "steps": args.steps, "warmup": args.warmup,
+        "model": model_summary(cfg), "batch": args.batch, "dtype": "float32", "steps": args.steps,
+        "warmup": args.warmup, "layout": layout, "contrastive_variant": with_name,
         "counts": {"intra": [cfg.intra_anchors, cfg.intra_positives, cfg.intra_negatives],
                    "inter": [cfg.inter_anchors, cfg.inter_positives, cfg.inter_negatives]},
-        "ratio": wall["ratio"], "wall_s": wall, "cpu_s": cpu, "contrastive_loss_only_s": statistics.median(loss_only),
+        "variants": variants, "forward_flops_per_image": flops["total"] / args.batch,
+        "step_s": step_s, "images_per_s": args.batch / step_s, "gflops": gflops,
+        "fraction_of_fp32_ceiling": _fraction(gflops, _float32_ceiling(done)),
+        "ratio": paired_ratio(wall[with_name], wall[layout]), "ratio_cpu": paired_ratio(cpu[with_name], cpu[layout]),
+        "channels_last_speedup": paired_ratio(wall["plain"], wall["channels_last"]),
+        "contrastive_loss_only_s": statistics.median(loss_only["loss"]),
+        "peak_memory_method": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS growth (VmHWM)",
     }
-    table = [
-        f"train_step: ResNet-{cfg.resnet_type}, batch {args.batch}, float32, {device}, {args.steps} step pairs",
-        f"  {'':<26}{'wall median':>12}{'wall min':>10}{'cpu median':>12}",
-        f"  {'supervised + AWL':<26}{wall['without']:>12.3f}{wall['min_without']:>10.3f}{cpu['without']:>12.3f}",
-        f"  {'+ contrastive':<26}{wall['with']:>12.3f}{wall['min_with']:>10.3f}{cpu['with']:>12.3f}",
-        f"  {'ratio (median of pairs)':<26}{wall['ratio']:>12.3f}{'':>10}{cpu['ratio']:>12.3f}",
+    table = [f"train_step: ResNet-{cfg.resnet_type}, batch {args.batch}, float32, {device}, {args.steps} rounds; "
+             f"3 x {flops['total'] / args.batch / 1e9:.2f} GFLOP/image forward",
+             f"  {'':<28}{'wall median':>12}{'wall min':>10}{'cpu median':>12}{'images/s':>10}{'peak MiB':>10}"]
+    for name, variant in variants.items():
+        table.append(f"  {name:<28}{variant['wall_s']:>12.3f}{variant['min_wall_s']:>10.3f}{variant['cpu_s']:>12.3f}"
+                     f"{variant['images_per_s']:>10.2f}{_fmt(variant['peak_memory_mb'], '.0f'):>10}")
+    table += [
+        f"  contrastive ratio (median of paired rounds): {result['ratio']:.3f} wall, {result['ratio_cpu']:.3f} cpu",
+        f"  channels_last speed-up over plain: {result['channels_last_speedup']:.2f}x",
+        f"  {layout}: 3 x forward FLOPs x batch / step time = {gflops:.1f} GFLOP/s"
+        f" ({_fmt(result['fraction_of_fp32_ceiling'], '.2f')} of the float32 ceiling)",
         f"  contrastive losses alone, forward + backward: {result['contrastive_loss_only_s'] * 1000:.1f} ms",
     ]
     return result, table
 
 
-SECTIONS = {"train_step": bench_train_step}
+def bench_data(cfg, args, device, done):
+    sizes = QUICK_DATA_SIZES if args.quick else DATA_SIZES
+    with tempfile.TemporaryDirectory(prefix="jotr_bench_data_") as folder, warnings.catch_warnings():
+        # A small set: the generator warns that the occlusion subsets are (nearly) empty, which is fine here.
+        warnings.simplefilter("ignore")
+        folder = Path(folder)
+        generate(folder, seed=args.seed, **sizes)
+        body_dir = folder / "body_models"
+        smpl = load_smpl(body_dir / "smpl", "neutral")
+        j30 = joint_regressor_30(smpl.arrays["J_regressor"], np.load(body_dir / "J_regressor_extra.npy"))
+        muco = MuCo(folder, smpl, j30, np.load(body_dir / "J_regressor_h36m_correct.npy"),
+                    input_img_shape=cfg.input_img_shape, output_hm_shape=cfg.output_hm_shape,
+                    bbox_3d_size=cfg.bbox_3d_size, update_bbox=cfg.update_bbox, augment=True, seed=args.seed,
+                    occlusion_prob=cfg.synthetic_occlusion_prob)
+        pw3d = PW3D(folder / "3DPW", "3dpw", input_img_shape=cfg.input_img_shape,
+                    output_hm_shape=cfg.output_hm_shape)
+        datasets = {"muco": muco, "pw3d": pw3d}
+        epochs = itertools.count()
+
+        def one_pass(dataset):
+            def call():
+                if hasattr(dataset, "set_epoch"):
+                    dataset.set_epoch(next(epochs))  # new augmentation draws each pass, as in training
+                for index in range(len(dataset)):
+                    dataset[index]
+            return call
+
+        with one_worker_threads():
+            wall, cpu = time_interleaved({name: one_pass(ds) for name, ds in datasets.items()},
+                                         args.warmup, args.steps, torch.device("cpu"))
+            n_images = QUICK_GENERATOR_IMAGES if args.quick else GENERATOR_IMAGES
+            generator = measure_speed(n_images=n_images, seed=args.seed)
+    loaders = {name: {"items": len(ds), "pass_s": statistics.median(wall[name]),
+                      "samples_per_s": len(ds) / statistics.median(wall[name]),
+                      "samples_per_cpu_s": len(ds) / statistics.median(cpu[name]), "all_pass_s": wall[name]}
+               for name, ds in datasets.items()}
+    result = {**loaders, "generator": dict(generator, images=n_images), "threads": 1,
+              "image_size": list(DEFAULT_IMAGE_SIZE), "input_img_shape": list(cfg.input_img_shape),
+              "sizes": sizes, "steps": args.steps, "warmup": args.warmup}
+    table = [f"data: one worker (1 thread), synthetic {DEFAULT_IMAGE_SIZE[0]}x{DEFAULT_IMAGE_SIZE[1]} images cropped "
+             f"to {cfg.input_img_shape[0]}x{cfg.input_img_shape[1]}, median of {args.steps} passes",
+             f"  {'':<28}{'items':>7}{'samples/s':>11}{'per cpu s':>11}"]
+    for name, title in (("muco", "MuCo training items"), ("pw3d", "3DPW test items")):
+        entry = loaders[name]
+        table.append(f"  {title:<28}{entry['items']:>7}{entry['samples_per_s']:>11.1f}"
+                     f"{entry['samples_per_cpu_s']:>11.1f}")
+    table.append(f"  {'synthetic generator (test)':<28}{n_images:>7}{generator['images_per_second']:>11.1f}"
+                 f"{generator['images_per_cpu_second']:>11.1f}")
+    return result, table
+
+
+def bench_eval(cfg, args, device, done):
+    batch = QUICK_EVAL_BATCH if args.quick else cfg.test_batch_size
+    body_model = build_body_model(cfg)
+    num_verts = body_model.arrays["v_template"].shape[0]
+    h36m = build_h36m_regressor(cfg, num_verts)
+    root = build_joint_regressor(cfg, body_model)[0]
+    gen = torch.Generator().manual_seed(args.seed)
+    pred = (torch.rand(batch, num_verts, 3, generator=gen) - 0.5).to(device)
+    gt = (torch.rand(batch, num_verts, 3, generator=gen) - 0.5).to(device) + torch.tensor([0.0, 0.0, 5.0],
+                                                                                         device=device)
+
+    def metrics():
+        with torch.no_grad():
+            mesh_metrics(pred, gt, h36m, root)
+
+    wall, _ = time_interleaved({"mesh_metrics": metrics}, args.warmup, max(args.steps, 5), device)
+    median = statistics.median(wall["mesh_metrics"])
+    result = {"batch": batch, "vertices": num_verts, "median_s": median, "samples_per_s": batch / median,
+              "all_s": wall["mesh_metrics"]}
+    table = [f"eval: mesh_metrics on {batch} meshes of {num_verts} vertices, {device}: {median * 1000:.1f} ms, "
+             f"{result['samples_per_s']:.0f} samples/s"]
+    return result, table
+
+
+SECTIONS = {"machine": bench_machine, "forward": bench_forward, "train_step": bench_train_step, "data": bench_data,
+            "eval": bench_eval}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Acceptance (the issue's ratios), report, command line
+
+def _forward_fp32_gflops(sections, batch):
+    forward = sections["forward"]
+    key = (batch, "float32", forward["default_switches"])
+    return next(row["gflops"] for row in forward["rows"] if (row["batch"], row["dtype"], row["switches"]) == key)
+
+
+def _ceiling(sections):
+    return sections["machine"]["matmul"]["float32"]["best_gflops"]
+
+
+# name, sections needed, value from the stored results (sections, batch), comparison, threshold, description
+CRITERIA = (
+    ("forward_fp32_fraction_of_ceiling", ("machine", "forward"),
+     lambda s, b: _forward_fp32_gflops(s, b) / _ceiling(s), ">=", 0.85,
+     "forward, float32, batch {batch}, " + INFERENCE_SWITCHES + ": achieved GFLOP/s / float32 matmul ceiling"),
+    ("forward_bf16_speedup", ("forward",), lambda s, b: s["forward"]["bf16_speedup"]["value"], ">=", 1.6,
+     "forward, batch {batch}, " + INFERENCE_SWITCHES + ": bf16 images/s / float32 images/s (median of rounds)"),
+    ("train_step_fraction_of_ceiling", ("machine", "train_step"),
+     lambda s, b: s["train_step"]["gflops"] / _ceiling(s), ">=", 0.70,
+     "train step, float32, batch {batch}, no contrastive: 3 x forward FLOPs x batch / step time / float32 ceiling"),
+    ("contrastive_step_ratio", ("train_step",), lambda s, b: s["train_step"]["ratio"], "<=", 1.15,
+     "train step time with the contrastive terms / without (median of rounds)"),
+    ("data_worker_vs_train_step", ("train_step", "data"),
+     lambda s, b: s["data"]["muco"]["samples_per_s"] / s["train_step"]["images_per_s"], ">=", 2.0,
+     "one MuCo loader worker's samples/s / the train step's images/s"),
+)
+
+
+def acceptance(sections, batch):
+    """The issue's criteria (CRITERIA) as a list of {name, criterion, value, op, threshold, pass}; value and pass
+    are None when a section the criterion needs did not run. Values are computed from the numbers in `sections`."""
+    criteria = []
+    for name, needed, value_fn, op, threshold, text in CRITERIA:
+        value = float(value_fn(sections, batch)) if all(n in sections for n in needed) else None
+        passed = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
+        criteria.append({"name": name, "criterion": text.format(batch=batch), "value": value, "op": op,
+                         "threshold": threshold, "pass": passed})
+    return criteria
+
+
+def acceptance_table(criteria, quick):
+    table = ["acceptance" + (" (--quick: small model, not the paper configuration)" if quick else "")]
+    for c in criteria:
+        status = "not measured" if c["pass"] is None else ("PASS" if c["pass"] else "FAIL")
+        table.append(f"  {status:<13}{_fmt(c['value'], '.3f'):>8} {c['op']} {c['threshold']:<5} {c['criterion']}")
+    return table
 
 
 def write_json_atomic(data, path):
@@ -180,14 +631,19 @@ def write_json_atomic(data, path):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 8; 2 with --quick)")
-    parser.add_argument("--steps", type=int, default=None, help="timed step pairs (default 5; 2 with --quick)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2; 1 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="small model, for smoke tests")
+    parser.add_argument("--steps", type=int, default=None, help="timed rounds (default 5; 2 with --quick)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2; 1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="small model and sizes, for smoke tests")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile rows to forward (takes minutes)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of the math libraries (default: torch's, normally one per core)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, from {list(SECTIONS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="output/bench/bench.json")
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be positive, got {args.threads}")
     defaults = {"batch": (8, 2), "steps": (5, 2), "warmup": (2, 1)}
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
@@ -198,24 +654,32 @@ def parse_args(argv=None):
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown or not sections:
         parser.error(f"--sections: unknown {unknown}; choose from {list(SECTIONS)}")
-    args.sections = sections
+    args.sections = [s for s in SECTIONS if s in sections]
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)
+    # Freshly initialised networks (N(0, 0.001) convs) produce denormals, which are very slow on CPUs.
+    torch.set_flush_denormal(True)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": str(device),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-              "quick": args.quick, "sections": {}}
+              "quick": args.quick, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
+              "compile": args.compile, "sections": {}}
     with tempfile.TemporaryDirectory(prefix="jotr_bench_") as folder:
         write_body_model_files(random_body_model(), Path(folder))
         cfg = bench_config(Path(folder), args.quick)
         for name in args.sections:
-            result, table = SECTIONS[name](cfg, args, device)
-            report["sections"][name] = result
-            print("\n".join(table))
+            start = time.perf_counter()
+            result, table = SECTIONS[name](cfg, args, device, report["sections"])
+            report["sections"][name] = dict(result, section_s=time.perf_counter() - start)
+            print("\n".join(table), flush=True)
+    report["acceptance"] = acceptance(report["sections"], args.batch)
+    print("\n".join(acceptance_table(report["acceptance"], args.quick)))
     write_json_atomic(report, args.output)
     print(f"wrote {args.output}")
     return report

@@ -1,0 +1,122 @@
+"""Speed switches that leave what the model computes unchanged (issue 7); `python -m tools.bench` reports each one's
+effect on the current machine.
+
+- channels_last: the CNN parts (ResNet, Pose2Feat, the 1x1 lift/projection convs) run in NHWC, the layout oneDNN's
+  convolutions are fastest in on CPUs, and Tensor Cores' on GPUs. Parameter values and names are unchanged, so
+  checkpoints load and save as before; only the memory layout of the 4-D tensors changes.
+- fuse_conv_bn: inference only. Each BatchNorm that follows a convolution is folded into that convolution's
+  weights and bias (y = gamma (Wx + b - mean) / sqrt(var + eps) + beta is again a convolution), and the ReLU
+  after it runs inside the convolution kernel, which removes two full memory passes per layer. The folded model
+  has no BN buffers, so it is for evaluation and the demo (common.speed.inference_model makes such a copy), never
+  for training or saving.
+- compile: torch.compile of the whole model (needs a C++ compiler on CPU; the first call compiles for minutes).
+
+bf16 autocast is the fourth switch; it is the `amp` config key of training and evaluation.
+"""
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import fuse_conv_bn_eval
+
+
+def set_channels_last(model, enabled=True):
+    """Switch a JOTR model's CNN parts to channels_last (enabled) or back to contiguous NCHW, in place.
+    The model converts its image and heatmap inputs accordingly in forward. Returns the model."""
+    memory_format = torch.channels_last if enabled else torch.contiguous_format
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            module.weight.data = module.weight.data.contiguous(memory_format=memory_format)
+    model.channels_last = bool(enabled)
+    return model
+
+
+def _onednn_conv_available():
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class FusedConv(nn.Module):
+    """A convolution whose BatchNorm is already folded in, with its ReLU (if any) fused: on the CPU one oneDNN call
+    (convolution with a ReLU post-op, PyTorch's own mkldnn::_convolution_pointwise, the kernel torch.compile
+    emits), which saves the separate read-modify-write pass of the activation; elsewhere conv2d then relu."""
+
+    def __init__(self, conv, relu):
+        super().__init__()
+        self.weight, self.bias = conv.weight, conv.bias
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.relu = relu
+        self.onednn = _onednn_conv_available() and isinstance(self.padding, tuple)
+
+    def forward(self, x):
+        weight, bias = self.weight, self.bias
+        if self.onednn and x.device.type == "cpu":
+            # A custom op is not autocast-aware: apply the autocast rule (convolutions run in the autocast dtype)
+            # by hand.
+            if torch.is_autocast_enabled("cpu"):
+                dtype = torch.get_autocast_dtype("cpu")
+                x, weight = x.to(dtype), weight.to(dtype)
+                bias = bias.to(dtype) if bias is not None else None
+            if x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16):
+                return torch.ops.mkldnn._convolution_pointwise(
+                    x, weight, bias, list(self.padding), list(self.stride), list(self.dilation), self.groups,
+                    "relu" if self.relu else "none", [], "")
+        y = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        return F.relu(y) if self.relu else y
+
+
+class FusedBlock(nn.Module):
+    """A torchvision BasicBlock/Bottleneck for inference: convolutions with folded BN and fused ReLU, then the
+    residual added in place and a ReLU, without the block's intermediate BN passes."""
+
+    def __init__(self, block):
+        super().__init__()
+        convs = [getattr(block, name) for name in ("conv1", "conv2", "conv3") if hasattr(block, name)]
+        bns = [getattr(block, name.replace("conv", "bn")) for name in ("conv1", "conv2", "conv3")
+               if hasattr(block, name)]
+        folded = [fuse_conv_bn_eval(conv, bn) for conv, bn in zip(convs, bns)]
+        self.inner = nn.Sequential(*(FusedConv(conv, relu=True) for conv in folded[:-1]))
+        self.last = FusedConv(folded[-1], relu=False)
+        self.downsample = None
+        if block.downsample is not None:
+            self.downsample = FusedConv(fuse_conv_bn_eval(block.downsample[0], block.downsample[1]), relu=False)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.last(self.inner(x))
+        return torch.relu_(out.add_(identity.to(out.dtype)))
+
+
+def fuse_conv_bn(model):
+    """Fold every BatchNorm of a JOTR model (ResNet stem and blocks, Pose2Feat) into the convolution before it and
+    fuse the ReLUs that follow (FusedConv, FusedBlock), in place, for inference. The model must be in eval mode (BN
+    then uses its running statistics, which is what makes the fold exact). Returns the model, which stays in eval
+    mode: it has no BN left to train."""
+    if model.training:
+        raise ValueError("fuse_conv_bn folds the BN running statistics and needs model.eval() first")
+    backbone = model.backbone
+    backbone.conv1 = FusedConv(fuse_conv_bn_eval(backbone.conv1, backbone.bn1), relu=True)
+    backbone.bn1, backbone.relu = nn.Identity(), nn.Identity()
+    for layer in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4):
+        for i, block in enumerate(layer):
+            layer[i] = FusedBlock(block)
+    conv, bn = model.pose2feat.conv[0], model.pose2feat.conv[1]
+    model.pose2feat.conv = FusedConv(fuse_conv_bn_eval(conv, bn), relu=True)
+    model.fused_for_inference = True
+    return model
+
+
+def compile_model(model, enabled=True, **kwargs):
+    """torch.compile(model) when enabled, else the model unchanged."""
+    return torch.compile(model, **kwargs) if enabled else model
+
+
+def inference_model(model, compile=False):
+    """What evaluation and the demo run: for a JOTR model, an eval-mode copy with its BatchNorms folded into the
+    convolutions (the trained model itself is left untouched, so training can go on), optionally compiled; any
+    other model (e.g. common.baseline.MeanPoseBaseline) is returned as it is."""
+    if not hasattr(model, "fused_for_inference"):
+        return model
+    if not model.fused_for_inference:
+        model = fuse_conv_bn(copy.deepcopy(model).eval())
+    return compile_model(model, compile)

@@ -1,0 +1,190 @@
+"""tools/bench.py: every section runs (--quick) and stores sane, self-consistent numbers; the acceptance ratios are
+the stored numbers' ratios; the FLOP counter and the peak-memory probe agree with independent computations."""
+import json
+import math
+import platform
+import statistics
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tools import bench
+
+# One thread: the tests check function, not speed, and two threads on a busy two-core machine are many times slower.
+QUICK = ["--quick", "--threads", "1", "--steps", "2", "--warmup", "1"]
+CRITERIA = ["forward_fp32_fraction_of_ceiling", "forward_bf16_speedup", "train_step_fraction_of_ceiling",
+            "contrastive_step_ratio", "data_worker_vs_train_step"]
+
+
+def positive(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """All sections, --quick: (returned report, report read back from the json file)."""
+    path = tmp_path_factory.mktemp("bench") / "out" / "bench.json"
+    torch_threads = torch.get_num_threads()
+    try:
+        report = bench.main(QUICK + ["--output", str(path)])
+    finally:
+        torch.set_num_threads(torch_threads)
+    return report, json.loads(path.read_text())
+
+
+def test_json_holds_every_section_and_the_acceptance_block(full_run):
+    report, stored = full_run
+    assert stored == json.loads(json.dumps(report))
+    assert list(stored["sections"]) == list(bench.SECTIONS)
+    assert stored["quick"] is True and stored["threads"] == 1 and stored["batch"] == 2
+    assert [c["name"] for c in stored["acceptance"]] == CRITERIA
+
+
+def test_machine_ceilings(full_run):
+    machine = full_run[1]["sections"]["machine"]
+    for dtype in ("float32", "bfloat16"):
+        entry = machine["matmul"][dtype]
+        assert sorted(int(s) for s in entry["gflops_by_size"]) == sorted(bench.QUICK_MATMUL_SIZES)
+        assert all(positive(v) for v in entry["gflops_by_size"].values())
+        assert entry["best_gflops"] == max(entry["gflops_by_size"].values())
+        assert entry["gflops_by_size"][str(entry["best_size"])] == entry["best_gflops"]
+    assert machine["copy_bytes"] == bench.QUICK_COPY_MB * 2**20
+    assert machine["memory_bandwidth_gbs"] == pytest.approx(2 * machine["copy_bytes"] / machine["copy_s"] / 1e9)
+
+
+def test_forward_rows(full_run):
+    sections = full_run[1]["sections"]
+    forward, ceiling = sections["forward"], sections["machine"]["matmul"]["float32"]["best_gflops"]
+    keys = {(r["batch"], r["dtype"], r["switches"]) for r in forward["rows"]}
+    expected = {(2, d, s) for d in ("float32", "bfloat16") for s in bench.SWITCHES}
+    expected |= {(1, d, bench.INFERENCE_SWITCHES) for d in ("float32", "bfloat16")}
+    assert keys == expected and len(forward["rows"]) == len(expected)
+    for batch in ("1", "2"):
+        flops = forward["flops_per_image"][batch]
+        assert positive(flops["conv"]) and flops["conv"] < flops["total"]
+    assert forward["flops_per_image"]["1"]["total"] == pytest.approx(forward["flops_per_image"]["2"]["total"])
+    for row in forward["rows"]:
+        assert len(row["times_s"]) == 2 and all(positive(t) for t in row["times_s"])
+        assert row["median_s"] == pytest.approx(statistics.median(row["times_s"]))
+        assert row["images_per_s"] == pytest.approx(row["batch"] / row["median_s"])
+        per_image = forward["flops_per_image"][str(row["batch"])]["total"]
+        assert row["gflops"] == pytest.approx(per_image * row["images_per_s"] / 1e9)
+        assert row["fraction_of_fp32_ceiling"] == pytest.approx(row["gflops"] / ceiling)
+    rows = {(r["batch"], r["dtype"], r["switches"]): r for r in forward["rows"]}
+    fp32, bf16 = (rows[(2, d, bench.INFERENCE_SWITCHES)]["times_s"] for d in ("float32", "bfloat16"))
+    assert forward["bf16_speedup"]["value"] == pytest.approx(statistics.median(a / b for a, b in zip(fp32, bf16)))
+
+
+def test_train_step_variants(full_run):
+    sections = full_run[1]["sections"]
+    train = sections["train_step"]
+    layout = "channels_last" if bench.TRAIN_CHANNELS_LAST else "plain"
+    assert set(train["variants"]) == {"plain", "channels_last", f"{layout}+contrastive"}
+    for variant in train["variants"].values():
+        assert variant["wall_s"] == pytest.approx(statistics.median(variant["all_wall_s"]))
+        assert variant["images_per_s"] == pytest.approx(train["batch"] / variant["wall_s"])
+        if platform.system() == "Linux":
+            assert positive(variant["peak_memory_mb"])
+    main_variant = train["variants"][layout]
+    with_nce = train["variants"][f"{layout}+contrastive"]
+    assert train["step_s"] == main_variant["wall_s"] and train["images_per_s"] == main_variant["images_per_s"]
+    assert train["ratio"] == pytest.approx(statistics.median(
+        b / a for a, b in zip(main_variant["all_wall_s"], with_nce["all_wall_s"])))
+    step_flops = 3 * train["forward_flops_per_image"] * train["batch"]
+    assert train["gflops"] == pytest.approx(step_flops / train["step_s"] / 1e9)
+    # The train-mode forward computes what the eval-mode forward computes.
+    assert train["forward_flops_per_image"] == pytest.approx(sections["forward"]["flops_per_image"]["2"]["total"])
+    assert positive(train["contrastive_loss_only_s"])
+
+
+def test_data_and_eval_throughput(full_run):
+    sections = full_run[1]["sections"]
+    data = sections["data"]
+    for name in ("muco", "pw3d"):
+        entry = data[name]
+        assert entry["items"] >= 1 and entry["pass_s"] == pytest.approx(statistics.median(entry["all_pass_s"]))
+        assert entry["samples_per_s"] == pytest.approx(entry["items"] / entry["pass_s"])
+        assert positive(entry["samples_per_cpu_s"])
+    assert data["muco"]["items"] == bench.QUICK_DATA_SIZES["n_train"]  # one sample per MuCo image
+    assert positive(data["generator"]["images_per_second"])
+    evaluation = sections["eval"]
+    assert evaluation["batch"] == bench.QUICK_EVAL_BATCH and evaluation["vertices"] == 6890
+    assert evaluation["samples_per_s"] == pytest.approx(evaluation["batch"] / evaluation["median_s"])
+
+
+def test_acceptance_values_are_the_stored_ratios(full_run):
+    stored = full_run[1]
+    sections, batch = stored["sections"], stored["batch"]
+    ceiling = sections["machine"]["matmul"]["float32"]["best_gflops"]
+    forward_row = next(r for r in sections["forward"]["rows"]
+                       if (r["batch"], r["dtype"], r["switches"]) == (batch, "float32", bench.INFERENCE_SWITCHES))
+    train = sections["train_step"]
+    expected = {
+        "forward_fp32_fraction_of_ceiling": (forward_row["gflops"] / ceiling, ">=", 0.85),
+        "forward_bf16_speedup": (sections["forward"]["bf16_speedup"]["value"], ">=", 1.6),  # test_forward_rows
+        "train_step_fraction_of_ceiling": (3 * train["forward_flops_per_image"] * batch / train["step_s"] / 1e9
+                                           / ceiling, ">=", 0.70),
+        "contrastive_step_ratio": (train["ratio"], "<=", 1.15),
+        "data_worker_vs_train_step": (sections["data"]["muco"]["samples_per_s"] / train["images_per_s"], ">=", 2.0),
+    }
+    for criterion in stored["acceptance"]:
+        value, op, threshold = expected[criterion["name"]]
+        assert criterion["value"] == pytest.approx(value)
+        assert (criterion["op"], criterion["threshold"]) == (op, threshold)
+        assert criterion["pass"] == (value >= threshold if op == ">=" else value <= threshold)
+
+
+def test_sections_subset_runs_in_canonical_order(tmp_path):
+    torch_threads = torch.get_num_threads()
+    try:
+        report = bench.main(QUICK + ["--sections", "eval,forward", "--output", str(tmp_path / "b.json")])
+    finally:
+        torch.set_num_threads(torch_threads)
+    assert list(report["sections"]) == ["forward", "eval"]
+    # Without the machine section there is no ceiling to compare with.
+    assert all(row["fraction_of_fp32_ceiling"] is None for row in report["sections"]["forward"]["rows"])
+    measured = {c["name"]: c["pass"] is not None for c in report["acceptance"]}
+    assert measured == {name: name == "forward_bf16_speedup" for name in CRITERIA}
+
+
+@pytest.mark.parametrize("sections", ["nope", "machine,nope", ","])
+def test_bad_sections_exit_with_an_error(tmp_path, capsys, sections):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--quick", "--sections", sections, "--output", str(tmp_path / "b.json")])
+    assert exit_info.value.code == 2
+    assert "--sections" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_flop_count_matches_the_analytic_count():
+    torch.manual_seed(0)
+    conv, linear = nn.Conv2d(3, 8, kernel_size=3, padding=1), nn.Linear(8 * 6 * 6, 5)
+    image = torch.rand(2, 3, 6, 6)
+    # Equal head sizes: the case CPUs run with the fused attention kernel, which needs bench's own formula.
+    query, key, value = torch.rand(2, 3, 5, 8), torch.rand(2, 3, 7, 8), torch.rand(2, 3, 7, 8)
+
+    def run():
+        linear(torch.relu(conv(image)).flatten(1))
+        F.scaled_dot_product_attention(query, key, value)
+
+    conv_macs = 2 * (8 * 6 * 6) * (3 * 3 * 3)  # batch x output elements x (input channels x kernel area)
+    linear_macs = 2 * (8 * 6 * 6) * 5
+    attention_macs = 2 * 3 * 5 * 7 * 8 + 2 * 3 * 5 * 7 * 8  # Q K^T, then softmax(.) V
+    with torch.no_grad():
+        flops = bench.count_flops(run)
+    assert flops == {"total": 2 * (conv_macs + linear_macs + attention_macs), "conv": 2 * conv_macs}
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="the CPU peak-memory probe reads /proc")
+def test_peak_memory_sees_reused_heap_memory():
+    """A 16 MiB buffer allocated and freed several times comes from memory glibc kept after the first free; the probe
+    must still see it (the reason it returns freed memory to the system first)."""
+    def allocate():
+        torch.ones(4 * 2**20).sum()  # 16 MiB of float32
+
+    for _ in range(3):
+        allocate()
+    assert bench.peak_memory_mb(allocate, torch.device("cpu")) == pytest.approx(16, abs=2)
+    assert bench.peak_memory_mb(lambda: None, torch.device("cpu")) == pytest.approx(0, abs=2)

@@ -1,0 +1,99 @@
+"""The speed switches (common/speed.py) must not change what the model computes."""
+import pytest
+import torch
+
+from common.speed import FusedConv, fuse_conv_bn, set_channels_last
+from main.build import build_model
+
+
+def random_inputs(batch, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.rand(batch, 3, 256, 256, generator=g)
+    joints = 4 + 56 * torch.rand(batch, 30, 2, generator=g)
+    mask = (torch.rand(batch, 30, 1, generator=g) > 0.15).float()
+    return img, joints, mask
+
+
+@pytest.fixture(scope="module")
+def trained_bn_model(paper_cfg):
+    """The paper model with non-trivial BN statistics and affine parameters (as after training), in eval mode."""
+    torch.manual_seed(0)
+    model = build_model(paper_cfg)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
+def assert_same_outputs(a, b, atol):
+    for key in ("joint_img", "joint_cam", "smpl_pose", "cam_trans", "smpl_mesh_cam"):
+        torch.testing.assert_close(b[key], a[key], atol=atol, rtol=1e-4, msg=key)
+
+
+def test_channels_last_computes_the_same_and_keeps_the_checkpoint_layout(trained_bn_model):
+    img, joints, mask = random_inputs(2)
+    with torch.no_grad():
+        reference = trained_bn_model(img, joints, mask)
+        keys = {k: v.shape for k, v in trained_bn_model.state_dict().items()}
+        set_channels_last(trained_bn_model)
+        try:
+            assert trained_bn_model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+            assert {k: v.shape for k, v in trained_bn_model.state_dict().items()} == keys
+            fast = trained_bn_model(img, joints, mask)
+        finally:
+            set_channels_last(trained_bn_model, False)
+    assert trained_bn_model.backbone.conv1.weight.is_contiguous()
+    assert_same_outputs(reference, fast, atol=1e-4)
+
+
+def test_fused_batchnorm_computes_the_same_in_eval_and_refuses_training(paper_cfg, trained_bn_model):
+    img, joints, mask = random_inputs(2, seed=1)
+    fused = build_model(paper_cfg)
+    fused.load_state_dict(trained_bn_model.state_dict())
+    fuse_conv_bn(fused.eval())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    with torch.no_grad():
+        assert_same_outputs(trained_bn_model(img, joints, mask), fused(img, joints, mask), atol=1e-4)
+    with pytest.raises(RuntimeError, match="fuse_conv_bn"):
+        fused.train()
+
+
+def test_fusing_needs_eval_mode(paper_cfg):
+    with pytest.raises(ValueError, match="eval"):
+        fuse_conv_bn(build_model(paper_cfg).train())
+
+
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "generic"])
+@pytest.mark.parametrize("relu", [True, False])
+def test_fused_conv_matches_conv_then_relu(onednn, relu):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
+    x = torch.randn(2, 8, 12, 12)
+    fused = FusedConv(conv, relu=relu)
+    fused.onednn = onednn and fused.onednn
+    expected = conv(x).relu() if relu else conv(x)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), expected, atol=1e-5, rtol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = fused(x)
+    assert low.dtype == torch.bfloat16  # the autocast rule for convolutions holds on the oneDNN path too
+    torch.testing.assert_close(low.float(), expected, atol=0.05, rtol=0.02)
+
+
+def test_fused_model_under_bf16_autocast(paper_cfg, trained_bn_model):
+    img, joints, mask = random_inputs(2, seed=3)
+    fused = build_model(paper_cfg)
+    fused.load_state_dict(trained_bn_model.state_dict())
+    fuse_conv_bn(fused.eval())
+    with torch.no_grad():
+        exact = trained_bn_model(img, joints, mask)["joint_cam"]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            plain, folded = trained_bn_model(img, joints, mask)["joint_cam"], fused(img, joints, mask)["joint_cam"]
+    # bf16 rounding through a random ResNet-50 and transformer moves joints by centimetres; the folded model must
+    # be about as close to the float32 result as the unfolded one (not off by a missed BN or a wrong dtype).
+    err_plain, err_folded = (plain - exact).abs().mean(), (folded - exact).abs().mean()
+    assert err_folded < 2 * err_plain + 1e-3, (err_folded, err_plain)

@@ -1,0 +1,51 @@
+"""The transformer's CPU dropout (common/transformer.py): the distribution of F.dropout, at a lower cost."""
+import torch
+
+from common.transformer import Attention, Dropout, drop_mask
+
+
+def test_drop_mask_rate_and_independence():
+    torch.manual_seed(0)
+    mask = drop_mask((1000, 1000), 0.1, "cpu")
+    # 1e6 Bernoulli(0.1) draws: standard error 3e-4.
+    assert abs(mask.float().mean().item() - 0.1) < 2e-3
+    # No pattern between neighbours (the 16-bit quarters of one 64-bit draw are independent).
+    flat = mask.flatten().float()
+    for lag in (1, 2, 3, 4):
+        both = (flat[:-lag] * flat[lag:]).mean().item()
+        assert abs(both - 0.01) < 1e-3, lag
+    assert not torch.equal(mask, drop_mask((1000, 1000), 0.1, "cpu"))
+    assert drop_mask((4, 5), 0.0, "cpu").sum() == 0 and drop_mask((4, 5), 1.0, "cpu").all()
+
+
+def test_dropout_module_scales_kept_values_and_is_identity_in_eval():
+    torch.manual_seed(1)
+    layer = Dropout(0.25)
+    x = torch.rand(200, 300) + 1.0
+    y = layer(x)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)
+    assert abs(1 - kept.float().mean().item() - 0.25) < 0.01
+    assert torch.equal(layer.eval()(x), x)
+    assert isinstance(layer, torch.nn.Dropout) and layer.state_dict() == {}  # the same module layout as before
+
+
+def test_attention_training_path_matches_the_fused_kernel():
+    torch.manual_seed(2)
+    attention = Attention(32, 4, dropout=1e-9)  # trains through the explicit path; rounds to no dropped weights
+    q, kv = torch.randn(2, 7, 32), torch.randn(2, 11, 32)
+    explicit = attention.train()(q, kv, kv)
+    fused = attention.eval()(q, kv, kv)
+    torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_dropout_keeps_the_expected_output():
+    torch.manual_seed(3)
+    attention = Attention(16, 2, dropout=0.5).train()
+    q, kv = torch.randn(1, 3, 16), torch.randn(1, 5, 16)
+    with torch.no_grad():
+        runs = torch.stack([attention(q, kv, kv) for _ in range(4000)])
+        reference = attention.eval()(q, kv, kv)
+    # Inverted dropout: the mean over masks is the output without dropout (the output projection is linear).
+    torch.testing.assert_close(runs.mean(0), reference, atol=0.03, rtol=0.0)
+    assert runs.std(0).mean() > 0.05  # and the masks do vary
