@@ -6,7 +6,7 @@ effect on the current machine.
   checkpoints load and save as before; only the memory layout of the 4-D tensors changes.
 - fuse_conv_bn: inference only. Each BatchNorm that follows a convolution is folded into that convolution's
   weights and bias (y = gamma (Wx + b - mean) / sqrt(var + eps) + beta is again a convolution), and the ReLU
-  after it runs inside the convolution kernel, which removes two full memory passes per layer. The folded model
+  and residual add after it run inside the convolution kernel, which removes their full memory passes. The folded model
   has no BN buffers, so it is for evaluation and the demo (common.speed.inference_model makes such a copy), never
   for training or saving.
 - compile: torch.compile of the whole model (needs a C++ compiler on CPU; the first call compiles for minutes).
@@ -37,9 +37,10 @@ def _onednn_conv_available():
 
 
 class FusedConv(nn.Module):
-    """A convolution whose BatchNorm is already folded in, with its ReLU (if any) fused: on the CPU one oneDNN call
-    (convolution with a ReLU post-op, PyTorch's own mkldnn::_convolution_pointwise, the kernel torch.compile
-    emits), which saves the separate read-modify-write pass of the activation; elsewhere conv2d then relu."""
+    """A convolution whose BatchNorm is already folded in, with what follows it fused: an optional residual added
+    (forward's `residual`) and an optional ReLU. On the CPU that is one oneDNN call (a convolution with add/ReLU
+    post-ops: PyTorch's own mkldnn::_convolution_pointwise, the kernel torch.compile emits), which saves the
+    separate read-modify-write passes of the add and the activation; elsewhere conv2d, add, relu."""
 
     def __init__(self, conv, relu):
         super().__init__()
@@ -48,7 +49,7 @@ class FusedConv(nn.Module):
         self.relu = relu
         self.onednn = _onednn_conv_available() and isinstance(self.padding, tuple)
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
         weight, bias = self.weight, self.bias
         if self.onednn and x.device.type == "cpu":
             # A custom op is not autocast-aware: apply the autocast rule (convolutions run in the autocast dtype)
@@ -57,17 +58,25 @@ class FusedConv(nn.Module):
                 dtype = torch.get_autocast_dtype("cpu")
                 x, weight = x.to(dtype), weight.to(dtype)
                 bias = bias.to(dtype) if bias is not None else None
-            if x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16):
-                return torch.ops.mkldnn._convolution_pointwise(
-                    x, weight, bias, list(self.padding), list(self.stride), list(self.dilation), self.groups,
-                    "relu" if self.relu else "none", [], "")
+            # (Its add + ReLU fallback has no bf16 kernel: bf16 residual blocks take the generic path below.)
+            fused = (torch.float32,) if residual is not None else (torch.float32, torch.bfloat16)
+            if x.dtype == weight.dtype and x.dtype in fused:
+                geometry = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
+                if residual is None:
+                    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *geometry,
+                                                                   "relu" if self.relu else "none", [], "")
+                return torch.ops.mkldnn._convolution_pointwise.binary(
+                    x, residual.to(x.dtype), weight, bias, *geometry, "add", None, "relu" if self.relu else None, [],
+                    "")
         y = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        if residual is not None:
+            y = y + residual.to(y.dtype)
         return F.relu(y) if self.relu else y
 
 
 class FusedBlock(nn.Module):
-    """A torchvision BasicBlock/Bottleneck for inference: convolutions with folded BN and fused ReLU, then the
-    residual added in place and a ReLU, without the block's intermediate BN passes."""
+    """A torchvision BasicBlock/Bottleneck for inference: convolutions with folded BN, the ReLUs and the residual
+    add fused into them (FusedConv), without the block's separate BN, add and activation passes."""
 
     def __init__(self, block):
         super().__init__()
@@ -76,15 +85,14 @@ class FusedBlock(nn.Module):
                if hasattr(block, name)]
         folded = [fuse_conv_bn_eval(conv, bn) for conv, bn in zip(convs, bns)]
         self.inner = nn.Sequential(*(FusedConv(conv, relu=True) for conv in folded[:-1]))
-        self.last = FusedConv(folded[-1], relu=False)
+        self.last = FusedConv(folded[-1], relu=True)  # relu(conv(x) + identity)
         self.downsample = None
         if block.downsample is not None:
             self.downsample = FusedConv(fuse_conv_bn_eval(block.downsample[0], block.downsample[1]), relu=False)
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.last(self.inner(x))
-        return torch.relu_(out.add_(identity.to(out.dtype)))
+        return self.last(self.inner(x), residual=identity)
 
 
 def fuse_conv_bn(model):

@@ -69,17 +69,20 @@ def test_fusing_needs_eval_mode(paper_cfg):
 
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "generic"])
 @pytest.mark.parametrize("relu", [True, False])
-def test_fused_conv_matches_conv_then_relu(onednn, relu):
+@pytest.mark.parametrize("residual", [True, False])
+def test_fused_conv_matches_conv_add_relu(onednn, relu, residual):
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
     x = torch.randn(2, 8, 12, 12)
+    other = torch.randn(2, 16, 6, 6) if residual else None
     fused = FusedConv(conv, relu=relu)
     fused.onednn = onednn and fused.onednn
-    expected = conv(x).relu() if relu else conv(x)
+    expected = conv(x) + other if residual else conv(x)
+    expected = expected.relu() if relu else expected
     with torch.no_grad():
-        torch.testing.assert_close(fused(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fused(x, other), expected, atol=1e-5, rtol=1e-5)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = fused(x)
+            low = fused(x, other)
     assert low.dtype == torch.bfloat16  # the autocast rule for convolutions holds on the oneDNN path too
     torch.testing.assert_close(low.float(), expected, atol=0.05, rtol=0.02)
 
