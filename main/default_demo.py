@@ -12,6 +12,7 @@
 """
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -128,7 +129,7 @@ def main(argv=None):
 
     sizes = {split: getattr(args, split) for split in SYNTHETIC}
     log(f"1/4 synthetic benchmark in {cfg.data_dir} (mannequin body model, {sizes})")
-    generate(cfg.data_dir, seed=cfg.seed, force=args.force, log=log, **sizes)
+    generate(cfg.data_dir, seed=cfg.seed, force=args.force, log=log, workers=os.cpu_count() or 1, **sizes)
 
     run_dir = Path(cfg.output_dir) / cfg.exp_name
     last = run_dir / "checkpoint" / "last.pth.tar"
