@@ -91,7 +91,7 @@ class EncoderLayer(nn.Module):
     def forward(self, src, pos):
         q = k = src + pos
         src = self.norm1(src + self.dropout(self.self_attn(q, k, src)))
-        return self.norm2(src + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(src))))))
+        return self.norm2(src + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(src), inplace=True)))))
 
 
 class TransformerEncoder(nn.Module):
@@ -126,7 +126,7 @@ class DecoderLayer(nn.Module):
         q = k = tgt + query_pos
         tgt = self.norm1(tgt + self.dropout(self.self_attn(q, k, tgt)))
         tgt = self.norm2(tgt + self.dropout(self.multihead_attn(tgt + query_pos, memory + memory_pos, memory)))
-        return self.norm3(tgt + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(tgt))))))
+        return self.norm3(tgt + self.dropout(self.linear2(self.dropout(F.relu(self.linear1(tgt), inplace=True)))))
 
 
 def sample_volume(volume, joints, exponent):
