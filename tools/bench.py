@@ -6,7 +6,7 @@ dataset download, no real body model needed).
 
 Sections (one function each in SECTIONS; they run in that order, whatever the order given to --sections):
   machine     the device's own ceilings: float32 and bf16 matrix-multiply GFLOP/s (2 n^3 FLOPs per n x n product;
-              for each of MATMUL_SIZES the median of the timed calls, the ceiling is the best size) and memory
+              for each of MATMUL_SIZES the fastest of the timed calls, the ceiling is the best size) and memory
               bandwidth (a COPY_MB tensor copied into another: bytes read + written / median time).
   forward     the model's FLOPs per image (count_flops: torch.utils.flop_counter.FlopCounterMode, 2 per
               multiply-add of the convolutions, matrix products and attention; elementwise ops, BN and softmax are
@@ -282,24 +282,36 @@ def one_worker_threads():
 
 
 REFERENCE = "float32 matmul (reference)"  # the ceiling's matmul, timed in the same rounds as a section's variants
+REFERENCE_REPEATS = 3  # back-to-back products per reference call; the round's ceiling is the fastest
 
 
-def reference_matmul(args, device, done):
-    """(call, FLOPs) of the float32 matmul that set the ceiling (the machine section's best size; the largest size
-    if that section did not run). Timed among a section's variants, it gives a ceiling measured in the same rounds,
-    so that a ratio to it does not move with the machine's speed between sections (this machine's matmul rate
-    varied by 20 % between runs minutes apart)."""
-    size = done["machine"]["matmul"]["float32"]["best_size"] if "machine" in done else \
-        (QUICK_MATMUL_SIZES if args.quick else MATMUL_SIZES)[-1]
-    gen = torch.Generator().manual_seed(args.seed)
-    a, b = (torch.rand(size, size, generator=gen).to(device) for _ in range(2))
-    out = torch.empty(size, size, device=device)
-    return (lambda: torch.mm(a, b, out=out)), 2 * size**3
+class ReferenceMatmul:
+    """The float32 matmul that sets the ceiling (the machine section's best size; the largest size if that section
+    did not run), for timing among a section's variants: each call runs REFERENCE_REPEATS products back to back and
+    records the fastest one's GFLOP/s in `rates`. Its first product after a forward pass or training step runs
+    slower than the machine can (up to 20 % here), so a ceiling from single products would flatter every ratio."""
+
+    def __init__(self, args, device, done):
+        size = done["machine"]["matmul"]["float32"]["best_size"] if "machine" in done else \
+            (QUICK_MATMUL_SIZES if args.quick else MATMUL_SIZES)[-1]
+        gen = torch.Generator().manual_seed(args.seed)
+        self.a, self.b = (torch.rand(size, size, generator=gen).to(device) for _ in range(2))
+        self.out = torch.empty(size, size, device=device)
+        self.flops, self.device, self.rates = 2 * size**3, device, []
+
+    def __call__(self):
+        best = min(timed(lambda: torch.mm(self.a, self.b, out=self.out), self.device)[0]
+                   for _ in range(REFERENCE_REPEATS))
+        self.rates.append(self.flops / best / 1e9)
+
+    def round_rates(self, steps):
+        """The GFLOP/s of the timed rounds (the last `steps` calls; the ones before were warm-up)."""
+        return self.rates[-steps:]
 
 
-def paired_fraction(flops, times, reference_flops, reference_times):
-    """Median over rounds of (flops / time) / (the reference matmul's flops / time in the same round)."""
-    return statistics.median((flops / t) / (reference_flops / r) for t, r in zip(times, reference_times))
+def paired_fraction(flops, times, reference_gflops):
+    """Median over rounds of (flops / time) / (the reference matmul's GFLOP/s in the same round)."""
+    return statistics.median((flops / t / 1e9) / r for t, r in zip(times, reference_gflops))
 
 
 def _float32_ceiling(done):
@@ -333,8 +345,8 @@ def bench_machine(cfg, args, device, done):
     wall, _ = time_interleaved(calls, max(args.warmup, 1), args.steps, device)
     matmul = {}
     for dtype_name in DTYPES:
-        per_size = {str(size): flops[(dtype_name, size)] / statistics.median(wall[(dtype_name, size)]) / 1e9
-                    for size in sizes}
+        # A ceiling: the fastest of the timed products (the first ones after other work run slower).
+        per_size = {str(size): flops[(dtype_name, size)] / min(wall[(dtype_name, size)]) / 1e9 for size in sizes}
         best = max(per_size, key=per_size.get)
         matmul[dtype_name] = {"gflops_by_size": per_size, "best_gflops": per_size[best], "best_size": int(best)}
     del calls
@@ -347,7 +359,7 @@ def bench_machine(cfg, args, device, done):
     bandwidth = 2 * src.numel() * src.element_size() / copy_s / 1e9
     result = {"matmul": matmul, "matmul_sizes": list(sizes), "memory_bandwidth_gbs": bandwidth,
               "copy_bytes": src.numel() * src.element_size(), "copy_s": copy_s}
-    table = [f"machine: {device}, {torch.get_num_threads()} threads, median of {args.steps} calls",
+    table = [f"machine: {device}, {torch.get_num_threads()} threads; matmul fastest, copy median of {args.steps}",
              f"  {'matmul GFLOP/s':<18}" + "".join(f"{'n=' + str(s):>10}" for s in sizes) + f"{'best':>10}"]
     for dtype_name, entry in matmul.items():
         table.append(f"  {dtype_name:<18}" + "".join(f"{entry['gflops_by_size'][str(s)]:>10.1f}" for s in sizes)
@@ -382,7 +394,7 @@ def bench_forward(cfg, args, device, done):
         if args.batch != 1:
             rows.append((1, dtype_name, INFERENCE_SWITCHES))
     calls = {row: forward(models[row[2]], row[0], row[1]) for row in rows}
-    calls[REFERENCE], reference_flops = reference_matmul(args, device, done)
+    reference = calls[REFERENCE] = ReferenceMatmul(args, device, done)
     if args.compile:  # compile before the timed rounds: the first call of each dtype compiles (minutes)
         for row in rows:
             if row[2] == compiled:
@@ -402,7 +414,8 @@ def bench_forward(cfg, args, device, done):
             "times_s": wall[(batch, dtype_name, switches)]})
     default_fp32 = (args.batch, "float32", INFERENCE_SWITCHES)
     speedup = paired_ratio(wall[default_fp32], wall[(args.batch, "bfloat16", INFERENCE_SWITCHES)])
-    paired = paired_fraction(flops[args.batch]["total"], wall[default_fp32], reference_flops, wall[REFERENCE])
+    reference_gflops = reference.round_rates(args.steps)
+    paired = paired_fraction(flops[args.batch]["total"], wall[default_fp32], reference_gflops)
     result = {
         "model": model_summary(cfg), "steps": args.steps, "warmup": args.warmup,
         "flops_per_image": {str(batch): {k: v / batch for k, v in flops[batch].items()} for batch in batches},
@@ -411,7 +424,7 @@ def bench_forward(cfg, args, device, done):
         "default_switches": INFERENCE_SWITCHES, "rows": result_rows,
         "bf16_speedup": {"batch": args.batch, "switches": INFERENCE_SWITCHES, "value": speedup},
         "paired_fp32_fraction": {"batch": args.batch, "switches": INFERENCE_SWITCHES, "value": paired,
-                                 "reference_flops": reference_flops, "reference_times_s": wall[REFERENCE]},
+                                 "reference_gflops": reference_gflops},
     }
     width = max(len(name) for name in models) + 2
     table = [f"forward: ResNet-{cfg.resnet_type}, {tuple(cfg.input_img_shape)} input, eval mode, {device}; "
@@ -474,10 +487,11 @@ def bench_train_step(cfg, args, device, done):
     calls = {layout: step(layout, False), with_name: step(layout, True)}
     other = "plain" if layout == "channels_last" else "channels_last"
     calls[other] = step(other, False)
-    reference, reference_flops = reference_matmul(args, device, done)
+    reference = ReferenceMatmul(args, device, done)
     wall, cpu = time_interleaved(calls | {REFERENCE: reference}, args.warmup, args.steps, device)
-    reference_times = wall.pop(REFERENCE)
+    wall.pop(REFERENCE)
     cpu.pop(REFERENCE)
+    reference_gflops = reference.round_rates(args.steps)
     loss_only, _ = time_interleaved({"loss": contrastive_only}, args.warmup, max(args.steps, 5), device)
     memory = {name: peak_memory_mb(call, device) for name, call in calls.items()}
 
@@ -497,8 +511,8 @@ def bench_train_step(cfg, args, device, done):
         "variants": variants, "forward_flops_per_image": flops["total"] / args.batch,
         "step_s": step_s, "images_per_s": args.batch / step_s, "gflops": gflops,
         "fraction_of_fp32_ceiling": _fraction(gflops, _float32_ceiling(done)),
-        "paired_fp32_fraction": paired_fraction(3 * flops["total"], wall[layout], reference_flops, reference_times),
-        "reference_flops": reference_flops, "reference_times_s": reference_times,
+        "paired_fp32_fraction": paired_fraction(3 * flops["total"], wall[layout], reference_gflops),
+        "reference_gflops": reference_gflops,
         "ratio": paired_ratio(wall[with_name], wall[layout]), "ratio_cpu": paired_ratio(cpu[with_name], cpu[layout]),
         "channels_last_speedup": paired_ratio(wall["plain"], wall["channels_last"]),
         "contrastive_loss_only_s": statistics.median(loss_only["loss"]),
