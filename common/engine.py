@@ -192,7 +192,7 @@ def train_one_epoch(objective, loader, optimizer, scaler, *, device, step, amp="
 
 @torch.no_grad()
 def evaluate(model, loader, *, smpl_by_gender, h36m_regressor, device, amp="off", expected_count=None,
-             progress=True, desc="eval", keep_samples=0, compile=False):
+             progress=True, desc="eval", keep_samples=0):
     """The 3DPW protocol (spec 6) over one test set.
 
     model: the bare network (not DDP-wrapped); loader: a PW3D-style loader whose meta carries the sample id
@@ -201,12 +201,13 @@ def evaluate(model, loader, *, smpl_by_gender, h36m_regressor, device, amp="off"
     accumulator refuses to report if any sample is missing. Returns (summary, samples): summary = {'mpjpe',
     'pa_mpjpe', 'mpvpe', 'n'} in millimetres over the whole set (all processes); samples = up to keep_samples
     (img, pred mesh, cam_trans) tuples from this process, for overlays. The forward passes run on
-    common.speed.inference_model(model, compile): a copy with BatchNorm folded into the convolutions (the same
-    function, one memory pass less per layer); `model` itself is not modified.
+    common.speed.inference_model(model): a copy with BatchNorm folded into the convolutions and the ReLUs and
+    residual adds fused into them (the same function, fewer memory passes); `model` itself is not modified. A model
+    already prepared that way (the callers do it once for all their test sets) is used as it is.
     """
     was_training = model.training
     model.eval()
-    net = inference_model(model, compile)
+    net = inference_model(model)
     amp_dtype = AMP_DTYPES[amp]
     root_regressor = model.joint_regressor[0]
     accumulator = MetricAccumulator(expected_count)

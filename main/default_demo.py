@@ -24,6 +24,7 @@ from common.checkpoint import load_checkpoint
 from common.distributed import DistInfo
 from common.engine import evaluate
 from common.metrics import METRIC_NAMES, write_results_json
+from common.speed import inference_model
 from data.keypoints_io import read_keypoint_file
 from data.synthetic import generate
 from main.build import (
@@ -148,6 +149,7 @@ def main(argv=None):
     body_model = build_body_model(cfg).to(device)
     model = build_model(cfg, body_model=body_model).to(device)
     load_checkpoint(model, last)
+    model = inference_model(model)  # folded once for every test set and the overlays
     baseline = training_baseline(cfg, body_model, build_joint_regressor(cfg, body_model)).to(device)
     smpl_by_gender = build_gendered_body_models(cfg, device)
     world = DistInfo(device=device)

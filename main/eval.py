@@ -18,6 +18,7 @@ from common.checkpoint import load_checkpoint
 from common.distributed import cleanup_distributed, init_distributed
 from common.engine import evaluate
 from common.metrics import format_table, write_results_json
+from common.speed import inference_model
 from main.build import (
     build_body_model,
     build_gendered_body_models,
@@ -58,11 +59,11 @@ def run(cfg, args):
         path = checkpoint_for(name, args)
         if path != loaded:
             load_checkpoint(model, path)
+            net = inference_model(model, cfg.compile)  # folded once per checkpoint, not per test set
             loaded = path
-        results[name], _ = evaluate(model, test_set.loader, smpl_by_gender=smpl_by_gender,
+        results[name], _ = evaluate(net, test_set.loader, smpl_by_gender=smpl_by_gender,
                                     h36m_regressor=test_set.h36m_regressor, device=world.device, amp=cfg.amp,
-                                    expected_count=test_set.size, progress=world.is_main, desc=f"eval {name}",
-                                    compile=cfg.compile)
+                                    expected_count=test_set.size, progress=world.is_main, desc=f"eval {name}")
         results[name]["checkpoint"] = str(path)
     if world.is_main:
         out = Path(args.out) if args.out else Path(cfg.output_dir) / cfg.exp_name / "eval" / "results.json"

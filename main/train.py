@@ -44,6 +44,7 @@ from common.engine import (
 from common.losses import JointContrastiveLoss
 from common.metrics import format_table, write_results_json
 from common.renderer import overlay, render
+from common.speed import inference_model
 from common.vposer import load_vposer_weights
 from data.registry import build_train_dataset
 from main.build import (
@@ -61,11 +62,12 @@ from main.config import add_config_args, config_from_args, save_config
 def run_evaluation(model, test_sets, smpl_by_gender, cfg, world, logger, step, best, checkpoint_dir, run_dir):
     """Evaluate every test set, update the per-set best checkpoints, log and write the results."""
     results = {}
+    net = inference_model(model, cfg.compile)  # one folded (and optionally compiled) copy for every test set
     for name, test_set in test_sets.items():
-        summary, samples = evaluate(model, test_set.loader, smpl_by_gender=smpl_by_gender,
+        summary, samples = evaluate(net, test_set.loader, smpl_by_gender=smpl_by_gender,
                                     h36m_regressor=test_set.h36m_regressor, device=world.device, amp=cfg.amp,
                                     expected_count=test_set.size, progress=world.is_main, desc=f"eval {name}",
-                                    keep_samples=4 if world.is_main else 0, compile=cfg.compile)
+                                    keep_samples=4 if world.is_main else 0)
         results[name] = summary
         logger.images(f"eval/{name}/overlay", crop_overlays(samples, model.body_model.faces, cfg), step)
         logger.scalars(f"eval/{name}", {k: v for k, v in summary.items() if k != "n"}, step)
