@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from common.joint_sets import H36M17
-from data.muco import _array
+from data.muco import _array, fit_check_regressor
 from data.preprocessing import process_bbox
 from data.train_sample import MAX_ABS_BETA, SMPL30_ROOT, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
 
@@ -135,9 +135,7 @@ class Human36M(TrainingSet):
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True, augment=True, seed=0,
                  max_missing_images=None, subjects=TRAIN_SUBJECTS, sampling_ratio=SAMPLING_RATIO, occlusion_prob=0.0):
         self.root = os.path.join(os.fspath(data_dir), "Human36M")
-        self.h36m_regressor = np.asarray(h36m_regressor, dtype=np.float64)
-        if self.h36m_regressor.shape[0] != len(H36M17):
-            raise ValueError(f"h36m_regressor must have {len(H36M17)} rows, got {self.h36m_regressor.shape}")
+        self.h36m_regressor = fit_check_regressor(h36m_regressor)
         self.builder = TrainSampleBuilder(body_model, joint_regressor_30, input_img_shape, output_hm_shape,
                                           bbox_3d_size, occlusion_prob=occlusion_prob)
         self.subjects = tuple(int(s) for s in subjects)

@@ -91,6 +91,14 @@ def _array(value, shape, what, ann_id, path):
     return array
 
 
+def fit_check_regressor(h36m_regressor):
+    """The (17, V) Human3.6M regressor of the fit-validity test as float64; ValueError for another row count."""
+    regressor = np.asarray(h36m_regressor, dtype=np.float64)
+    if regressor.shape[0] != len(H36M17):
+        raise ValueError(f"h36m_regressor must have {len(H36M17)} rows, got {regressor.shape}")
+    return regressor
+
+
 def fit_error_mm(vertices, joints_cam_mm, h36m_regressor):
     """Mean distance (mm) between a fit's H36M-regressed joints and the MuCo ground truth (spec 5.3 fit validity).
 
@@ -124,9 +132,7 @@ class MuCo(TrainingSet):
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True, augment=True, seed=0,
                  max_missing_images=None, occlusion_prob=0.0):
         self.root = os.path.join(os.fspath(data_dir), "MuCo")
-        self.h36m_regressor = np.asarray(h36m_regressor, dtype=np.float64)
-        if self.h36m_regressor.shape[0] != len(H36M17):
-            raise ValueError(f"h36m_regressor must have {len(H36M17)} rows, got {self.h36m_regressor.shape}")
+        self.h36m_regressor = fit_check_regressor(h36m_regressor)
         self.builder = TrainSampleBuilder(body_model, joint_regressor_30, input_img_shape, output_hm_shape,
                                           bbox_3d_size, occlusion_prob=occlusion_prob)
         self.update_bbox = bool(update_bbox)

@@ -28,7 +28,6 @@ import os
 import warnings
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
@@ -36,6 +35,7 @@ from common.joint_sets import COCO17, COCO17_PELVIS_NECK, SMPL30, add_pelvis_nec
 from data.muco import _array
 from data.preprocessing import get_bbox, process_bbox
 from data.pw3d import GENDER_CODES, MIN_JOINT_CONFIDENCE, TEST_BBOX_SCALE, evaluation_item
+from data.train_sample import read_rgb
 
 ANNOTATION_FILE = "3doh_test_annots_scale_1.json"
 REGRESSOR_FILE = "J_regressor_h36m_correct.npy"
@@ -148,12 +148,8 @@ class OH3D(torch.utils.data.Dataset):
         return len(self.samples)
 
     def _read_image(self, sample):
-        img = cv2.imread(sample.img_path, cv2.IMREAD_COLOR)
-        if img is None:
-            raise FileNotFoundError(f"3DOH50K image missing or unreadable: {sample.img_path} (annotation "
-                                    f"{sample.key}); the images belong in {self.data_dir}/images and come from "
-                                    f"{SOURCE}")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return read_rgb(sample.img_path, "3DOH50K image", f" (annotation {sample.key}); the images belong in "
+                        f"{self.data_dir}/images and come from {SOURCE}")
 
     def crop_box(self, sample, img_width, img_height):
         """(crop box (4,) xywh image pixels, from_gt): from the valid input joints, else from the annotated box."""

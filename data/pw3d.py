@@ -20,12 +20,12 @@ import os
 import warnings
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
 from common.joint_sets import COCO17_PELVIS_NECK, OPENPOSE18_PELVIS, SMPL30, add_pelvis_neck, map_joints
 from data.preprocessing import affine_points, generate_patch_image, get_bbox, process_bbox, to_heatmap_frame, trunc_mask
+from data.train_sample import read_rgb
 
 ANNOTATION_FILES = {
     "3dpw": "3DPW_latest_test.json",
@@ -173,15 +173,12 @@ class PW3D(torch.utils.data.Dataset):
         return len(self.samples)
 
     def _read_image(self, sample):
-        img = cv2.imread(sample.img_path, cv2.IMREAD_COLOR)
-        if img is None:
-            raise FileNotFoundError(f"3DPW image missing or unreadable: {sample.img_path} (annotation "
-                                    f"{sample.ann_id}); the images come from the 3DPW site "
-                                    f"(https://virtualhumans.mpi-inf.mpg.de/3DPW/), imageFiles/<sequence>/")
+        img = read_rgb(sample.img_path, "3DPW image", f" (annotation {sample.ann_id}); the images come from the 3DPW "
+                       f"site (https://virtualhumans.mpi-inf.mpg.de/3DPW/), imageFiles/<sequence>/")
         if img.shape[:2] != (sample.img_height, sample.img_width):
             raise ValueError(f"3DPW image {sample.img_path} is {img.shape[1]}x{img.shape[0]}, but its annotation "
                              f"says {sample.img_width}x{sample.img_height}")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return img
 
     def __getitem__(self, idx):
         sample = self.samples[idx]

@@ -135,12 +135,19 @@ def input_pose_noise(joints, joints_valid, rng, jitter_px=1.0, miss_prob=0.05, m
     return out.astype(np.float32)
 
 
-def read_rgb(path):
-    """(H, W, 3) uint8 RGB image from a file; FileNotFoundError naming the path if it is missing or unreadable."""
+def read_rgb_or_none(path):
+    """(H, W, 3) uint8 RGB image from a file, or None if it is missing or unreadable."""
     img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_rgb(path, what="image", where=""):
+    """(H, W, 3) uint8 RGB image from a file; FileNotFoundError "<what> missing or unreadable: <path><where>" if it
+    is missing or unreadable (`where`: which annotation needs it and where to get it)."""
+    img = read_rgb_or_none(path)
     if img is None:
-        raise FileNotFoundError(f"image missing or unreadable: {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        raise FileNotFoundError(f"{what} missing or unreadable: {path}{where}")
+    return img
 
 
 class TrainingSet(torch.utils.data.Dataset):
@@ -187,14 +194,14 @@ class TrainingImages:
     def read(self, path, width, height, listed_in):
         """(H, W, 3) uint8 RGB, or None (counted, with a warning) when the file is missing or unreadable. An image
         whose size differs from its annotation's (width x height, listed in `listed_in`) is an error."""
-        img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+        img = read_rgb_or_none(path)
         if img is None:
             self._note_missing(path)
             return None
         if img.shape[:2] != (height, width):
             raise ValueError(f"{self.dataset} image {path} is {img.shape[1]}x{img.shape[0]}, but {listed_in} says "
                              f"{width}x{height}")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return img
 
     def _note_missing(self, path):
         self.missing.add(os.fspath(path))
