@@ -38,6 +38,7 @@ same OpenCV build).
 """
 import colorsys
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import json
@@ -1087,45 +1088,50 @@ def _load_bodies(out):
 CHUNK_IMAGES = 100  # images per task of a parallel run
 
 
-def _chunk_in_worker(task):
-    """One chunk of images in a worker process (one math thread: the workers are the parallelism)."""
-    import torch
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+def _render_chunk(task, bodies):
+    """One chunk of images (files written): the results of _write_train_split or _write_pw3d_split."""
     out, split, indices, seed, image_size = task
-    bodies = _load_bodies(out)
     if split == "train":
         return _write_train_split(out, indices, seed, bodies, image_size, None)
     return _write_pw3d_split(out, split, indices, seed, bodies, image_size, None)
 
 
-def _render_chunks(out, sizes, seed, bodies, image_size, workers, log):
+_worker_bodies = None  # a worker process's body models, loaded once by _init_worker
+
+
+def _init_worker(out):
+    """Worker process set-up: one math thread (the workers are the parallelism) and the body models."""
+    import torch
+
+    global _worker_bodies
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    _worker_bodies = _load_bodies(out)
+
+
+def _chunk_in_worker(task):
+    return _render_chunk(task, _worker_bodies)
+
+
+def _render_chunks(out, sizes, seed, image_size, workers, log):
     """Every split's images, in `workers` processes (1 = here). Each image draws from its own RNG stream
     (seed, split, index), so the output does not depend on how the images are shared out. Returns
     {split: list of the chunks' results in index order}."""
     tasks = [(out, split, list(range(start, min(start + CHUNK_IMAGES, n))), seed, image_size)
              for split, n in sizes.items() for start in range(0, n, CHUNK_IMAGES)]
-    if workers <= 1 or len(tasks) <= 1:
-        bodies = bodies if bodies is not None else _load_bodies(out)
-        results = []
-        for task in tasks:
-            _, split, indices, _, _ = task
-            writer = _write_train_split if split == "train" else functools.partial(_write_pw3d_split, split=split)
-            results.append(writer(out, indices=indices, seed=seed, bodies=bodies, image_size=image_size, log=None))
+    by_split = {split: [] for split in sizes}
+    with contextlib.ExitStack() as stack:
+        if workers <= 1 or len(tasks) <= 1:
+            results = map(functools.partial(_render_chunk, bodies=_load_bodies(out)), tasks)
+        else:
+            context = multiprocessing.get_context("spawn")  # no fork of a process that runs threaded math libraries
+            pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_init_worker, initargs=(out,)))
+            results = pool.map(_chunk_in_worker, tasks)
+        for (_, split, indices, _, _), result in zip(tasks, results):
+            by_split[split].append(result)
             if log:
                 log(f"{split}: {indices[-1] + 1}/{sizes[split]} images")
-    else:
-        context = multiprocessing.get_context("spawn")  # no fork of a process that runs threaded math libraries
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            results = []
-            for task, result in zip(tasks, pool.map(_chunk_in_worker, tasks)):
-                results.append(result)
-                if log:
-                    log(f"{task[1]}: {task[2][-1] + 1}/{sizes[task[1]]} images")
-    by_split = {split: [] for split in sizes}
-    for task, result in zip(tasks, results):
-        by_split[task[1]].append(result)
     return by_split
 
 
@@ -1201,11 +1207,10 @@ def generate(out_dir, seed=0, n_train=2000, n_test=500, n_crowd=100, image_size=
     _write_json(out / MANIFEST_FILE, dict(settings, complete=False))
     start = time.perf_counter()
     write_mannequin(out / "body_models")
-    bodies = _load_bodies(out) if workers <= 1 else None
     counts = {}
 
     sizes = {"test": n_test, "crowd": n_crowd, "train": n_train}
-    chunks = _render_chunks(out, sizes, seed, bodies, image_size, workers, log)
+    chunks = _render_chunks(out, sizes, seed, image_size, workers, log)
     test_images, test_anns, _ = _merge(chunks["test"]) if n_test else ([], [], {})
     pw3d = out / "3DPW"
     files = {
