@@ -82,7 +82,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common.body_model import joint_regressor_30, load_smpl
-from common.losses import SUPERVISED_KEYS, AutomaticWeightedLoss, JointContrastiveLoss, supervised_losses
+from common.engine import TrainingObjective, build_optimizer
+from common.losses import JointContrastiveLoss, supervised_losses
 from common.metrics import mesh_metrics
 from common.speed import compile_model, fuse_conv_bn, set_channels_last
 from data.muco import MuCo
@@ -151,17 +152,6 @@ def random_batch(cfg, batch, device, generator):
             "fit_joint_trunc": torch.ones(batch, 30, 1, device=device),
             "is_valid_fit": torch.ones(batch, device=device), "is_3D": torch.ones(batch, device=device)}
     return inputs, targets, meta
-
-
-def optimizer_for(cfg, model, awl):
-    """AdamW with the official groups (spec 4.2): backbone, the rest of the model, and the AWL vector (no decay)."""
-    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
-    return torch.optim.AdamW([
-        {"params": backbone, "lr": cfg.lr_backbone, "weight_decay": cfg.weight_decay},
-        {"params": rest, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        {"params": awl.parameters(), "lr": cfg.lr, "weight_decay": 0.0},
-    ], betas=(0.9, 0.999), eps=1e-8)
 
 
 def synchronize(device):
@@ -449,8 +439,8 @@ def bench_train_step(cfg, args, device, done):
     layout = "channels_last" if TRAIN_CHANNELS_LAST else "plain"
     optimizers = {}
     for name, model in models.items():
-        awl = AutomaticWeightedLoss(SUPERVISED_KEYS).to(device)
-        optimizers[name] = (awl, optimizer_for(cfg, model, awl))
+        objective = TrainingObjective(model).to(device)  # the training code's loss weights and optimiser groups
+        optimizers[name] = (objective.awl, build_optimizer(objective, cfg.lr, cfg.lr_backbone, cfg.weight_decay))
     contrastive = JointContrastiveLoss(cfg.intra_anchors, cfg.intra_positives, cfg.intra_negatives, cfg.inter_anchors,
                                        cfg.inter_positives, cfg.inter_negatives, cfg.nce_temperature,
                                        cfg.output_hm_shape)
