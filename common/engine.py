@@ -30,12 +30,21 @@ class TrainingObjective(nn.Module):
     learned loss weights together with the network's.
 
     forward(inputs, targets, meta) -> (total loss, {term name: unweighted scalar}).
+
+    loss_multipliers: optional {term: fixed multiplier} applied to the supervised terms before the learned weighting
+    (config `loss_multipliers`; terms not named keep 1, the official recipe).
     """
 
-    def __init__(self, model, contrastive=None, intra_weight=0.1, inter_weight=0.1, hm_shape=(64, 64, 64), seed=0):
+    def __init__(self, model, contrastive=None, intra_weight=0.1, inter_weight=0.1, hm_shape=(64, 64, 64), seed=0,
+                 loss_multipliers=None):
         super().__init__()
         self.model = model
         self.awl = AutomaticWeightedLoss(SUPERVISED_KEYS)
+        multipliers = dict(loss_multipliers or {})
+        unknown = sorted(set(multipliers) - set(SUPERVISED_KEYS))
+        if unknown:
+            raise ValueError(f"loss_multipliers: unknown loss terms {unknown}; the terms are {list(SUPERVISED_KEYS)}")
+        self.loss_multipliers = {name: float(multipliers.get(name, 1.0)) for name in SUPERVISED_KEYS}
         self.contrastive = contrastive
         self.intra_weight, self.inter_weight = intra_weight, inter_weight
         self.hm_shape = tuple(hm_shape)
@@ -46,7 +55,7 @@ class TrainingObjective(nn.Module):
     def forward(self, inputs, targets, meta):
         out = self.model(inputs["img"], inputs["joints"], inputs["joints_mask"])
         terms = supervised_losses(out, targets, meta, self.hm_shape)
-        total, _ = self.awl(terms)
+        total, _ = self.awl({name: self.loss_multipliers[name] * term for name, term in terms.items()})
         if self.contrastive is not None:
             # The InfoNCE terms are not weighted by the learned uncertainty (spec 3.2).
             nce = self.contrastive(out["voxel_feat"], out["joint_img"], targets["orig_joint_img"][:, QUERY15_IDX],

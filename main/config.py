@@ -98,6 +98,10 @@ class Config:
     # need a higher rate than the transformers, which collapse to one output for every input at it.
     lr_transformer: float = 0.0
     warmup_steps: int = 0  # linear learning-rate warm-up over the first steps (0 = none, the official recipe)
+    # Optional fixed multipliers of the supervised loss terms before the learned uncertainty weighting, e.g.
+    # {body_joint_cam: 1.0, smpl_shape: 0.05}; a term not named keeps 1 (the official recipe: all 1). The names are
+    # common.losses.SUPERVISED_KEYS.
+    loss_multipliers: dict[str, float] = field(default_factory=dict)
     weight_decay: float = 1e-4  # stage 1 effective value: the CLI's 1e-4 beat the yaml's 0.01 (spec 4.1)
     lr_dec_epoch: list[int] = field(default_factory=lambda: [17])  # epochs at which lr is divided by lr_dec_factor
     lr_dec_factor: float = 1.0  # 1 => the official stage 1 lr is constant (spec 4.1)
@@ -158,6 +162,8 @@ class Config:
         for name in ("lr_backbone", "lr_transformer", "warmup_steps", "weight_decay", "max_norm", "total_steps",
                      "num_thread", "eval_every_steps", "intra_weight", "inter_weight"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(all(w >= 0 for w in self.loss_multipliers.values()),
+             f"loss_multipliers must be >= 0, got {self.loss_multipliers}")
         need(self.nheads >= 1 and self.hidden_dim % self.nheads == 0,
              f"hidden_dim ({self.hidden_dim}) must be divisible by nheads ({self.nheads})")
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
@@ -188,7 +194,8 @@ def _type_name(typ: Any) -> str:
 
 
 def _coerce(name: str, value: Any, typ: Any) -> Any:
-    """Return `value` converted to the field type `typ` (tuple[...], list[...] or a scalar) or raise ConfigError."""
+    """Return `value` converted to the field type `typ` (tuple[...], list[...], dict[str, ...] or a scalar) or raise
+    ConfigError."""
     origin = typing.get_origin(typ)
     if origin is tuple:
         item_types = typing.get_args(typ)
@@ -201,6 +208,14 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             value = [value]  # `testsets=3dpw` means the one-element list
         return [_coerce_scalar(f"{name}[{i}]", v, item_type) for i, v in enumerate(value)]
+    if origin is dict:
+        _, value_type = typing.get_args(typ)
+        if value is None:  # `loss_multipliers:` with nothing after it
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping {{name: {_type_name(value_type)}}}, "
+                              f"e.g. {{smpl_shape: 0.1}}, got {value!r}")
+        return {str(k): _coerce_scalar(f"{name}[{k}]", v, value_type) for k, v in value.items()}
     return _coerce_scalar(name, value, typ)
 
 

@@ -103,6 +103,7 @@ def test_overrides_parse_typed_values():
         "exp_name=2024",
         "init_ckpt=",
         "device=cpu",
+        "loss_multipliers={smpl_shape: 1e-1, body_joint_cam: 2}",
     ])
     assert cfg.lr == 5e-5 and isinstance(cfg.lr, float)
     assert cfg.weight_decay == 0.001
@@ -118,6 +119,8 @@ def test_overrides_parse_typed_values():
     assert cfg.exp_name == "2024"
     assert cfg.init_ckpt == ""
     assert cfg.device == "cpu"
+    assert cfg.loss_multipliers == {"smpl_shape": 0.1, "body_joint_cam": 2.0}
+    assert all(isinstance(v, float) for v in cfg.loss_multipliers.values())
 
 
 def test_overrides_beat_the_preset_and_the_last_override_wins():
@@ -166,6 +169,9 @@ def test_override_without_equals_sign_is_an_error():
     ("nheads=7", ["hidden_dim", "nheads"]),
     ("device=gpu", ["device", "gpu"]),
     ("lr_dec_epoch=[10, 5]", ["lr_dec_epoch", "increasing"]),
+    ("loss_multipliers=[1, 2]", ["loss_multipliers", "mapping"]),
+    ("loss_multipliers={smpl_shape: -1}", ["loss_multipliers", ">= 0"]),
+    ("loss_multipliers={smpl_shape: heavy}", ["loss_multipliers[smpl_shape]", "float"]),
 ])
 def test_bad_values_give_a_clear_error(override, words):
     with pytest.raises(ConfigError) as info:
@@ -191,7 +197,8 @@ def test_preset_must_be_a_mapping(tmp_path):
 
 
 def test_save_then_load_round_trips(tmp_path):
-    cfg = load_config("fine_tune", ["lr=3e-5", "focal=[1000, 1100]", "amp=bf16", "testsets=[3dpw]", "render=true"])
+    cfg = load_config("fine_tune", ["lr=3e-5", "focal=[1000, 1100]", "amp=bf16", "testsets=[3dpw]", "render=true",
+                                    "loss_multipliers={smpl_pose: 0.5}"])
     path = save_config(cfg, tmp_path / "run" / "config.yaml")
     assert load_config(path) == cfg
     assert sorted(p.name for p in path.parent.iterdir()) == ["config.yaml"]  # no temporary file left behind

@@ -246,3 +246,37 @@ def test_optimizer_groups(paper_cfg):
                 if name.split(".")[0] in TRANSFORMER_MODULES and p.requires_grad}
     assert {id(p) for p in groups["transformer"]["params"]} == expected
     assert any(name.startswith("transformer.decoder") for name, _ in objective.model.named_parameters())
+
+
+def test_loss_multipliers_scale_their_terms_before_the_learned_weighting(paper_cfg):
+    import dataclasses
+
+    from common.engine import TrainingObjective
+    from main.build import build_model
+
+    model = build_model(dataclasses.replace(paper_cfg, resnet_type=18, input_img_shape=(64, 64),
+                                            output_hm_shape=(16, 16, 16), dropout=0.0)).eval()
+    generator = torch.Generator().manual_seed(0)
+    batch = 2
+    inputs = {"img": torch.rand(batch, 3, 64, 64, generator=generator),
+              "joints": torch.rand(batch, 30, 3, generator=generator) * 16, "joints_mask": torch.ones(batch, 30, 1)}
+    targets = {"orig_joint_img": torch.rand(batch, 30, 3, generator=generator) * 16,
+               "fit_joint_img": torch.rand(batch, 30, 3, generator=generator) * 16,
+               "orig_joint_cam": torch.randn(batch, 30, 3, generator=generator) * 0.3,
+               "pose_param": torch.randn(batch, 72, generator=generator) * 0.2,
+               "shape_param": torch.randn(batch, 10, generator=generator)}
+    meta = {"orig_joint_trunc": torch.ones(batch, 30, 1), "fit_joint_trunc": torch.ones(batch, 30, 1),
+            "orig_joint_valid": torch.ones(batch, 30, 1), "fit_param_valid": torch.ones(batch, 72),
+            "is_valid_fit": torch.ones(batch), "is_3D": torch.ones(batch)}
+    plain = TrainingObjective(model, hm_shape=(16, 16, 16))
+    scaled = TrainingObjective(model, hm_shape=(16, 16, 16), loss_multipliers={"smpl_shape": 3.0, "smpl_pose": 0.0})
+    with torch.no_grad():
+        total, terms = plain(inputs, targets, meta)
+        scaled_total, scaled_terms = scaled(inputs, targets, meta)
+    # The reported terms stay unweighted; with the learned weights at their start (0.5 / 1^2), the total changes by
+    # 0.5 (3 - 1) L_shape + 0.5 (0 - 1) L_pose.
+    assert scaled_terms["smpl_shape"] == pytest.approx(terms["smpl_shape"].item())
+    expected = total + terms["smpl_shape"] - 0.5 * terms["smpl_pose"]
+    assert scaled_total.item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match=r"loss_multipliers.*'smpl_shapes'.*smpl_shape"):
+        TrainingObjective(model, loss_multipliers={"smpl_shapes": 1.0})
