@@ -115,6 +115,10 @@ class Config:
     # parts in training and inference, and torch.compile for evaluation and the demo (compiles for minutes first).
     channels_last: bool = True
     compile: bool = False
+    # CPU processes keep freed memory for reuse instead of returning it to the kernel (common/speed.py
+    # keep_freed_memory; Linux/glibc): large activations are then not page-faulted in again at every step. The
+    # process keeps its peak memory; turn it off to give memory back between steps.
+    reuse_cpu_memory: bool = True
     init_scale: float = 1024.0  # fp16 GradScaler initial loss scale
     seed: int = 42
 

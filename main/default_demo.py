@@ -24,7 +24,7 @@ from common.checkpoint import load_checkpoint
 from common.distributed import DistInfo
 from common.engine import evaluate
 from common.metrics import METRIC_NAMES, write_results_json
-from common.speed import inference_model
+from common.speed import inference_model, setup_cpu_process
 from data.keypoints_io import read_keypoint_file
 from data.synthetic import generate
 from main.build import (
@@ -125,7 +125,7 @@ def main(argv=None):
         print(error, file=sys.stderr)
         return 2
     start = time.time()
-    torch.set_flush_denormal(True)
+    setup_cpu_process(cfg.reuse_cpu_memory)
     device = resolve_device(cfg.device)
 
     sizes = {split: getattr(args, split) for split in SYNTHETIC}

@@ -45,7 +45,7 @@ from common.body_model import BodyModelFileError
 from common.camera import default_image_camera, translation_crop_to_image
 from common.checkpoint import load_checkpoint
 from common.renderer import overlay, project, render
-from common.speed import inference_model
+from common.speed import inference_model, setup_cpu_process
 from data.keypoints_io import (
     IMAGE_EXTENSIONS,
     KEYPOINT_RCNN_DEFAULT_THRESHOLD,
@@ -436,6 +436,7 @@ def run(args, cfg):
     if args.device:
         cfg = dataclasses.replace(cfg, device=args.device)  # validated like the config's own device field
     device = resolve_device(cfg.device)
+    setup_cpu_process(cfg.reuse_cpu_memory)
     if args.keypoints:
         keypoint_file = read_keypoint_file(args.keypoints)
         missing = check_keypoint_coverage(keypoint_file, media)

@@ -11,14 +11,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
 from common.checkpoint import load_checkpoint
 from common.distributed import cleanup_distributed, init_distributed
 from common.engine import evaluate
 from common.metrics import format_table, write_results_json
-from common.speed import inference_model
+from common.speed import inference_model, setup_cpu_process
 from main.build import (
     build_body_model,
     build_gendered_body_models,
@@ -43,7 +42,7 @@ def checkpoint_for(name, args):
 
 
 def run(cfg, args):
-    torch.set_flush_denormal(True)
+    setup_cpu_process(cfg.reuse_cpu_memory)
     world = init_distributed(resolve_device(cfg.device))
     body_model = build_body_model(cfg)
     model = build_model(cfg, body_model=body_model).to(world.device)

@@ -44,7 +44,7 @@ from common.engine import (
 from common.losses import JointContrastiveLoss
 from common.metrics import format_table, write_results_json
 from common.renderer import overlay, render
-from common.speed import inference_model
+from common.speed import inference_model, setup_cpu_process
 from common.vposer import load_vposer_weights
 from data.registry import build_train_dataset
 from main.build import (
@@ -134,7 +134,7 @@ class TrainResult:
 
 def train(cfg):
     """Train with the values of `cfg` (main.config.Config). Returns a TrainResult."""
-    torch.set_flush_denormal(True)  # freshly initialised networks (N(0, 0.001) convs) produce denormals on the CPU
+    setup_cpu_process(cfg.reuse_cpu_memory)  # denormals flushed, freed memory kept for reuse
     world = init_distributed(resolve_device(cfg.device))
     seed_everything(cfg.seed + world.rank)
     run_dir = Path(cfg.output_dir) / cfg.exp_name

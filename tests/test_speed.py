@@ -1,9 +1,17 @@
-"""The speed switches (common/speed.py) must not change what the model computes."""
+"""The speed switches (common/speed.py) must not change what the model computes, and the process settings must do
+what they say."""
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from common.speed import FusedConv, fuse_conv_bn, set_channels_last
 from main.build import build_model
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def random_inputs(batch, seed=0):
@@ -100,3 +108,38 @@ def test_fused_model_under_bf16_autocast(paper_cfg, trained_bn_model):
     # be about as close to the float32 result as the unfolded one (not off by a missed BN or a wrong dtype).
     err_plain, err_folded = (plain - exact).abs().mean(), (folded - exact).abs().mean()
     assert err_folded < 2 * err_plain + 1e-3, (err_folded, err_plain)
+
+
+FAULTS_SCRIPT = """
+import resource, sys, torch
+from common.speed import setup_cpu_process
+applied = setup_cpu_process(reuse_cpu_memory=sys.argv[1] == "on")
+def step():  # 32 and 64 MiB activations, freed at once, like the ResNet stem's at batch 8 and 16
+    for size in (8 * 2**20, 16 * 2**20, 8 * 2**20):
+        torch.ones(size)
+for _ in range(10):  # the heap grows over the first steps (freed blocks are not always adjacent), then settles
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    step()
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _steady_state_faults(mode):
+    result = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], cwd=REPO, capture_output=True, text=True,
+                            check=True)
+    applied, faults = result.stdout.split()
+    return applied == "True", int(faults)
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc mallopt")
+def test_reused_cpu_memory_is_not_page_faulted_again():
+    applied, faults = _steady_state_faults("on")
+    assert applied
+    assert faults < 3 * 32768 * 0.1  # the freed blocks are reused: (almost) no fresh pages
+    applied, faults = _steady_state_faults("off")
+    assert not applied
+    if "[always]" not in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text():
+        # The default: each freed block went back to the kernel, and 3 x 128 MiB of 4 KiB pages are faulted in again.
+        assert faults >= 3 * 32768 * 0.9

@@ -37,6 +37,10 @@ sections did not run is "not measured"). The two fractions of the float32 ceilin
 rounds, so a machine whose speed drifts between sections (shared hosts) does not move the ratio; the table also
 shows the fraction of the machine section's ceiling. They use the paper configuration's numbers only without --quick.
 
+Memory: like the entry points, the benchmark first applies common.speed.setup_cpu_process, which on Linux/glibc
+keeps freed memory for reuse (config reuse_cpu_memory; --no-reuse-memory measures without it; bench.json records
+whether it applied). Without it every activation of 32 MiB or more is page-faulted in afresh at each call.
+
 Threads: --threads sets the math libraries' thread count (default: torch's, one per core). On a machine shared with
 busy processes, threads that wait for a descheduled sibling at every parallel region make each op many times slower
 (25x measured on 2 cores next to a 2-core job): measure on a quiet machine, or with fewer threads than cores.
@@ -53,8 +57,9 @@ measured (null).
 The model's body model is the parity fixture's random SMPL-layout model (tools/parity_fixture.py), written to a
 temporary directory, so the benchmark runs anywhere. `--quick` uses a small model (ResNet-18, narrow transformer,
 128 x 128 crop) and tiny sizes, for smoke tests. Results are printed as tables and written atomically to
-output/bench/bench.json: {created, device, torch, threads, machine, quick, batch, steps, warmup, compile,
-sections: {name: the section's numbers + section_s}, acceptance: [{name, criterion, value, op, threshold, pass}]};
+output/bench/bench.json: {created, device, torch, threads, reuse_cpu_memory, machine, quick, batch, steps, warmup,
+compile, sections: {name: the section's numbers + section_s}, acceptance: [{name, criterion, value, op, threshold,
+pass}]};
 each median is stored with the per-round times it comes from, so every ratio can be recomputed from the file.
 """
 import argparse
@@ -85,7 +90,7 @@ from common.body_model import joint_regressor_30, load_smpl
 from common.engine import TrainingObjective, build_optimizer
 from common.losses import JointContrastiveLoss, supervised_losses
 from common.metrics import mesh_metrics
-from common.speed import compile_model, fuse_conv_bn, set_channels_last
+from common.speed import compile_model, fuse_conv_bn, set_channels_last, setup_cpu_process
 from data.muco import MuCo
 from data.pw3d import PW3D
 from data.synthetic import DEFAULT_IMAGE_SIZE, generate, measure_speed
@@ -671,6 +676,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of the math libraries (default: torch's, normally one per core)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, from {list(SECTIONS)}")
+    parser.add_argument("--no-reuse-memory", action="store_true",
+                        help="let the C library return freed memory to the kernel (config reuse_cpu_memory=false)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="output/bench/bench.json")
     args = parser.parse_args(argv)
@@ -693,13 +700,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)
-    # Freshly initialised networks (N(0, 0.001) convs) produce denormals, which are very slow on CPUs.
-    torch.set_flush_denormal(True)
+    # Denormals flushed; freed memory kept for reuse unless --no-reuse-memory (common.speed.setup_cpu_process).
+    reuse_memory = setup_cpu_process(not args.no_reuse_memory)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": str(device),
-              "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "reuse_cpu_memory": reuse_memory, "machine": platform.machine(),
               "quick": args.quick, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
               "compile": args.compile, "sections": {}}
     with tempfile.TemporaryDirectory(prefix="jotr_bench_") as folder:
