@@ -91,8 +91,11 @@ class FusedConv(nn.Module):
                 dtype = torch.get_autocast_dtype("cpu")
                 x, weight = x.to(dtype), weight.to(dtype)
                 bias = bias.to(dtype) if bias is not None else None
-            # (Its add + ReLU fallback has no bf16 kernel: bf16 residual blocks take the generic path below.)
-            fused = (torch.float32,) if residual is not None else (torch.float32, torch.bfloat16)
+            # With a residual, an NCHW input makes the op fall back to conv + aten add_relu, which has no bf16
+            # kernel: bf16 residual blocks fuse only in channels_last (the default) and otherwise take the generic path.
+            fused = (torch.float32, torch.bfloat16)
+            if residual is not None and (x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)):
+                fused = (torch.float32,)
             if x.dtype == weight.dtype and x.dtype in fused:
                 geometry = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
                 if residual is None:

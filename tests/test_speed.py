@@ -78,11 +78,12 @@ def test_fusing_needs_eval_mode(paper_cfg):
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "generic"])
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("residual", [True, False])
-def test_fused_conv_matches_conv_add_relu(onednn, relu, residual):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_fused_conv_matches_conv_add_relu(onednn, relu, residual, layout):
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
-    x = torch.randn(2, 8, 12, 12)
-    other = torch.randn(2, 16, 6, 6) if residual else None
+    conv = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1).to(memory_format=layout)
+    x = torch.randn(2, 8, 12, 12).contiguous(memory_format=layout)
+    other = torch.randn(2, 16, 6, 6).contiguous(memory_format=layout) if residual else None
     fused = FusedConv(conv, relu=relu)
     fused.onednn = onednn and fused.onednn
     expected = conv(x) + other if residual else conv(x)
