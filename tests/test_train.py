@@ -253,23 +253,14 @@ def test_loss_multipliers_scale_their_terms_before_the_learned_weighting(paper_c
 
     from common.engine import TrainingObjective
     from main.build import build_model
+    from tools.bench import random_batch
 
-    model = build_model(dataclasses.replace(paper_cfg, resnet_type=18, input_img_shape=(64, 64),
-                                            output_hm_shape=(16, 16, 16), dropout=0.0)).eval()
-    generator = torch.Generator().manual_seed(0)
-    batch = 2
-    inputs = {"img": torch.rand(batch, 3, 64, 64, generator=generator),
-              "joints": torch.rand(batch, 30, 3, generator=generator) * 16, "joints_mask": torch.ones(batch, 30, 1)}
-    targets = {"orig_joint_img": torch.rand(batch, 30, 3, generator=generator) * 16,
-               "fit_joint_img": torch.rand(batch, 30, 3, generator=generator) * 16,
-               "orig_joint_cam": torch.randn(batch, 30, 3, generator=generator) * 0.3,
-               "pose_param": torch.randn(batch, 72, generator=generator) * 0.2,
-               "shape_param": torch.randn(batch, 10, generator=generator)}
-    meta = {"orig_joint_trunc": torch.ones(batch, 30, 1), "fit_joint_trunc": torch.ones(batch, 30, 1),
-            "orig_joint_valid": torch.ones(batch, 30, 1), "fit_param_valid": torch.ones(batch, 72),
-            "is_valid_fit": torch.ones(batch), "is_3D": torch.ones(batch)}
-    plain = TrainingObjective(model, hm_shape=(16, 16, 16))
-    scaled = TrainingObjective(model, hm_shape=(16, 16, 16), loss_multipliers={"smpl_shape": 3.0, "smpl_pose": 0.0})
+    cfg = dataclasses.replace(paper_cfg, resnet_type=18, input_img_shape=(64, 64), output_hm_shape=(16, 16, 16),
+                              dropout=0.0)
+    model = build_model(cfg).eval()
+    inputs, targets, meta = random_batch(cfg, 2, torch.device("cpu"), torch.Generator().manual_seed(0))
+    plain = TrainingObjective(model, hm_shape=cfg.output_hm_shape)
+    scaled = TrainingObjective(model, hm_shape=cfg.output_hm_shape, loss_multipliers={"smpl_shape": 3.0, "smpl_pose": 0.0})
     with torch.no_grad():
         total, terms = plain(inputs, targets, meta)
         scaled_total, scaled_terms = scaled(inputs, targets, meta)
