@@ -260,7 +260,8 @@ def test_loss_multipliers_scale_their_terms_before_the_learned_weighting(paper_c
     model = build_model(cfg).eval()
     inputs, targets, meta = random_batch(cfg, 2, torch.device("cpu"), torch.Generator().manual_seed(0))
     plain = TrainingObjective(model, hm_shape=cfg.output_hm_shape)
-    scaled = TrainingObjective(model, hm_shape=cfg.output_hm_shape, loss_multipliers={"smpl_shape": 3.0, "smpl_pose": 0.0})
+    scaled = TrainingObjective(model, hm_shape=cfg.output_hm_shape,
+                               loss_multipliers={"smpl_shape": 3.0, "smpl_pose": 0.0})
     with torch.no_grad():
         total, terms = plain(inputs, targets, meta)
         scaled_total, scaled_terms = scaled(inputs, targets, meta)
