@@ -50,10 +50,16 @@ class ResNetBackbone(resnet.ResNet):
 
 
 class Pose2Feat(nn.Module):
-    """Fuses the stem features with the input-pose heatmaps: concat -> 3x3 conv -> BN -> ReLU."""
+    """Fuses the stem features with the input-pose heatmaps: concat -> 3x3 conv -> BN -> ReLU.
 
-    def __init__(self, feat_channels, num_joints):
+    image_gate: multiply the stem features by a learnable scalar that starts at 0 (not in the paper). Trained from
+    scratch, the random stem's dense image features swamp the sparse heatmaps and the network is slow to find the
+    2D pose in them; with the gate it first learns from the pose alone and lets the image in as that pays off.
+    """
+
+    def __init__(self, feat_channels, num_joints, image_gate=False):
         super().__init__()
+        self.image_gate = nn.Parameter(torch.zeros(())) if image_gate else None
         self.conv = nn.Sequential(
             nn.Conv2d(feat_channels + num_joints, feat_channels, kernel_size=3, padding=1),
             nn.BatchNorm2d(feat_channels),
@@ -64,6 +70,8 @@ class Pose2Feat(nn.Module):
 
     def forward(self, feat, heatmaps):
         """feat (B, C, h, w), heatmaps (B, J, h, w) -> (B, C, h, w)."""
+        if self.image_gate is not None:
+            feat = feat * self.image_gate.to(feat.dtype)
         return self.conv(torch.cat([feat, heatmaps.to(feat.dtype)], dim=1))
 
 

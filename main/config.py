@@ -58,6 +58,9 @@ class Config:
     # Backbone initialisation when training from scratch: 'official' (convs N(0, 0.001), spec 2.4) or 'kaiming'
     # (torchvision's He init, which trains faster from scratch: the embedded default uses it).
     backbone_init: str = "official"
+    # Not in the paper: the image features enter Pose2Feat through a learnable scalar gate that starts at 0, so a
+    # network trained from scratch first learns from the 2D pose heatmaps (the embedded default uses it).
+    image_gate: bool = False
     input_joint_mask_prob: float = 0.1  # training only: chance that each input joint is masked out (spec 1.3-1)
     render: bool = False  # test-time bbox-dependent camera depth (spec 1.3-15); off in the official evaluation
 

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from common.backbone import ResNetBackbone
+from common.backbone import Pose2Feat, ResNetBackbone
 from main.build import build_body_model, build_model
 
 
@@ -133,3 +133,28 @@ def test_rot6d_head_starts_from_the_rest_pose(paper_cfg, body_model):
 def test_backbone_init(init, expected_std):
     weight = ResNetBackbone(18, init).layer1[0].conv1.weight  # 64 -> 64, 3x3: He std sqrt(2 / fan_out)
     assert abs(weight.std().item() - expected_std) < 0.15 * expected_std
+
+
+def test_image_gate_starts_closed_and_can_open():
+    torch.manual_seed(0)
+    fusion = Pose2Feat(64, 30, image_gate=True).train()
+    heatmaps = torch.rand(4, 30, 16, 16)
+    feat_a, feat_b = torch.rand(4, 64, 16, 16), 5 * torch.rand(4, 64, 16, 16)
+    # Closed at the start: the output depends on the heatmaps only, whatever the image features are.
+    torch.testing.assert_close(fusion(feat_a, heatmaps), fusion(feat_b, heatmaps))
+    # ... but the gate gets a gradient, so training can open it.
+    fusion(feat_a, heatmaps).square().sum().backward()
+    assert fusion.image_gate.grad.abs() > 0
+    with torch.no_grad():
+        fusion.image_gate.fill_(1.0)
+    assert not torch.allclose(fusion(feat_a, heatmaps), fusion(feat_b, heatmaps))
+
+
+def test_image_gate_is_off_by_default_and_adds_one_key(paper_cfg, body_model):
+    assert paper_cfg.image_gate is False
+    small = dataclasses.replace(paper_cfg, resnet_type=18)
+    plain = build_model(small, body_model=body_model).state_dict()
+    gated = build_model(dataclasses.replace(small, image_gate=True), body_model=body_model).state_dict()
+    assert "pose2feat.image_gate" not in plain  # the official checkpoint layout is unchanged
+    assert set(gated) - set(plain) == {"pose2feat.image_gate"}
+    assert gated["pose2feat.image_gate"].item() == 0.0
