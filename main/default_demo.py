@@ -149,6 +149,10 @@ def main(argv=None):
     body_model = build_body_model(cfg).to(device)
     model = build_model(cfg, body_model=body_model).to(device)
     load_checkpoint(model, last)
+    gate = model.pose2feat.image_gate
+    if gate is not None:
+        log(f"image gate after training: {gate.item():+.4f} (the image features enter Pose2Feat times this; "
+            "it starts at 0)")
     model = inference_model(model)  # folded once for every test set and the overlays
     baseline = training_baseline(cfg, body_model, build_joint_regressor(cfg, body_model)).to(device)
     smpl_by_gender = build_gendered_body_models(cfg, device)

@@ -39,6 +39,7 @@ def test_second_run_reuses_data_and_training(first_run, capsys):
     assert default_demo.main(args) == 0
     out = capsys.readouterr().out
     assert "nothing to do" in out and "reusing the finished run" in out
+    assert "image gate after training: " in out  # the preset gates the image features; the demo reports the gate
     assert checkpoint.stat().st_mtime_ns == before
     assert torch.load(checkpoint, weights_only=True)["step"] == 2
 
