@@ -66,9 +66,16 @@ def _official_smpl_arrays(body_model):
 
 def to_official_state_dict(model, module_prefix=False):
     """Our model's weights under the official names, with the official SMPL buffers (from our body model) added:
-    the layout of a released JOTR checkpoint (538 entries for the paper configuration)."""
+    the layout of a released JOTR checkpoint (538 entries for the paper configuration). A model with an image gate
+    (config image_gate, not in the paper) is exported exactly: the gate is folded into Pose2Feat's convolution,
+    whose first input channels are the gated image features."""
     state = OrderedDict()
-    for key, value in model.state_dict().items():
+    ours = model.state_dict()
+    gate = ours.pop("pose2feat.image_gate", None)
+    for key, value in ours.items():
+        if gate is not None and key == "pose2feat.conv.0.weight":
+            value = value.clone()
+            value[:, :model.backbone.stem_channels] *= gate
         state[ours_to_official(key)] = value
     for name, array in _official_smpl_arrays(model.body_model).items():
         dtype = torch.int64 if name == "th_faces" else torch.float32

@@ -175,3 +175,28 @@ def test_exported_smpl_buffers_match_the_body_model(paper_model, body_model):
     np.testing.assert_array_equal(state["human_model_layer.th_v_template"][0].numpy(),
                                   np.asarray(body_model.arrays["v_template"], np.float32))
     assert state["human_model_layer.th_faces"].dtype == torch.int64
+
+
+def test_gated_model_exports_to_the_official_layout_exactly(tmp_path, paper_cfg, body_model):
+    cfg = dataclasses.replace(paper_cfg, resnet_type=18, enc_layers=1, dec_layers=2, pose_head="rot6d",
+                              input_img_shape=(128, 128), output_hm_shape=(32, 32, 32), princpt=(64.0, 64.0),
+                              backbone_init="kaiming")
+    torch.manual_seed(3)
+    gated = build_model(dataclasses.replace(cfg, image_gate=True), body_model=body_model).eval()
+    with torch.no_grad():
+        gated.pose2feat.image_gate.fill_(0.37)
+        gated.pose2feat.conv[0].weight.normal_(std=0.05)  # the official init (std 0.001) hides the image
+    path = tmp_path / "official.pth.tar"
+    torch.save(to_official_state_dict(gated), path)
+    plain = build_model(cfg, body_model=body_model).eval()  # the official architecture: no gate
+    load_checkpoint(plain, path)
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 128, 128, generator=g)
+    joints, mask = 4 + 24 * torch.rand(2, 30, 2, generator=g), torch.ones(2, 30, 1)
+    with torch.no_grad():
+        expected, got = gated(img, joints, mask), plain(img, joints, mask)
+    torch.testing.assert_close(got["joint_img"], expected["joint_img"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got["smpl_mesh_cam"], expected["smpl_mesh_cam"], rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # the gate matters: ignoring it (gate 1) would give other outputs
+        gated.pose2feat.image_gate.fill_(1.0)
+        assert not torch.allclose(gated(img, joints, mask)["smpl_mesh_cam"], expected["smpl_mesh_cam"], atol=1e-4)
