@@ -1,5 +1,5 @@
-"""Speed switches that leave what the model computes unchanged (issue 7); `python -m tools.bench` reports each one's
-effect on the current machine.
+"""Speed switches that leave what the model computes unchanged (tests compare the outputs with and without each);
+`python -m tools.bench` reports each one's effect on the current machine.
 
 - channels_last: the CNN parts (ResNet, Pose2Feat, the 1x1 lift/projection convs) run in NHWC, the layout oneDNN's
   convolutions are fastest in on CPUs, and Tensor Cores' on GPUs. Parameter values and names are unchanged, so

@@ -17,7 +17,7 @@ OKS = exp(-d^2 / (2 s^2 k^2)), s^2 = the person's tight-box area, k = 2 sigma (C
 The distance at OKS level L is d_L = sqrt(-2 ln L) * s * k. The radius is uniform between the kind's two
 distances, the direction uniform. "Overlapping people" are the other people whose tight boxes have IoU >= 0.1 with
 the target's; only their annotated joints (third column > 0) are candidates. (The official code treated every
-joint of a nearby person as visible, spec 7-20, so an unannotated COCO joint stored at (0, 0) could attract swaps;
+joint of a nearby person as visible, spec 7.20, so an unannotated COCO joint stored at (0, 0) could attract swaps;
 for fully annotated sets such as MuCo and Human3.6M the two agree.) Unannotated joints of the target, and joints
 of the dataset's set that COCO lacks (Pelvis, Neck, Head_top, ...), are left exactly as they are.
 

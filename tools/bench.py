@@ -31,7 +31,7 @@ Sections (one function each in SECTIONS; they run in that order, whatever the or
               costs more than here.
   eval        common.metrics.mesh_metrics on a batch of random meshes (the test batch size): samples/s.
 
-Then an "acceptance" block: the issue's ratios, each computed from the numbers stored above (a criterion whose
+Then an "acceptance" block: the speed targets, each computed from the numbers stored above (a criterion whose
 sections did not run is "not measured"). The two fractions of the float32 ceiling are paired: the ceiling's matmul
 (REFERENCE) is timed in the same rounds as the forward passes / training steps, and the fraction is the median over
 rounds, so a machine whose speed drifts between sections (shared hosts) does not move the ratio; the table also
@@ -610,7 +610,7 @@ SECTIONS = {"machine": bench_machine, "forward": bench_forward, "train_step": be
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Acceptance (the issue's ratios), report, command line
+# Acceptance (the project's speed targets), report, command line
 
 # name, sections needed, value from the stored results (sections, batch), comparison, threshold, description
 CRITERIA = (
@@ -633,7 +633,7 @@ CRITERIA = (
 
 
 def acceptance(sections, batch):
-    """The issue's criteria (CRITERIA) as a list of {name, criterion, value, op, threshold, pass}; value and pass
+    """The speed targets (CRITERIA) as a list of {name, criterion, value, op, threshold, pass}; value and pass
     are None when a section the criterion needs did not run. Values are computed from the numbers in `sections`."""
     criteria = []
     for name, needed, value_fn, op, threshold, text in CRITERIA:
