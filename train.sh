@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The paper's two-stage training recipe (spec 4.1, with its defects 7.4/7.5 fixed):
+# The paper's two-stage training recipe (spec 4.1, with its defects spec 7.4, 7.5 fixed):
 #   stage 1  main/configs/main_train.yaml  supervised losses             -> output/main_train/
 #   stage 2  main/configs/fine_tune.yaml   + joint contrastive InfoNCE,  -> output/fine_tune/
-#            starting from stage 1's final checkpoint (output/main_train/checkpoint/last.pth.tar)
+#            starting from stage 1's final checkpoint (<output_dir>/main_train/checkpoint/last.pth.tar)
 #
 # Usage: ./train.sh [key=value ...]      overrides apply to both stages (e.g. data_dir=... amp=bf16);
 #        set output_dir=... to keep experiments apart (the stage folders are named by the presets).
@@ -13,13 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source tools/launcher.sh
 
-STAGE1_CKPT=$($PYTHON -c "
-import sys
-from main.config import load_config
-cfg = load_config('main/configs/main_train.yaml', sys.argv[1:])
-print(f'{cfg.output_dir}/{cfg.exp_name}/checkpoint/last.pth.tar')" "$@")
-
 echo "== stage 1: main_train =="
 $LAUNCHER -m main.train --cfg main/configs/main_train.yaml "$@"
-echo "== stage 2: fine_tune (from $STAGE1_CKPT) =="
-$LAUNCHER -m main.train --cfg main/configs/fine_tune.yaml "$@" init_ckpt="$STAGE1_CKPT"
+echo "== stage 2: fine_tune (from stage 1's last checkpoint, fine_tune.yaml's init_ckpt) =="
+$LAUNCHER -m main.train --cfg main/configs/fine_tune.yaml "$@"

@@ -1,8 +1,13 @@
 """Every knob of a JOTR run in one dataclass, plus YAML presets and `key=value` overrides.
 
-The defaults are the official run's values (JOTR_SPEC.md sections 1.1, 4.1, 4.2, 8). Precedence, lowest
-first: the defaults below < a preset YAML (`--cfg main/configs/fine_tune.yaml`, a flat mapping
-field -> value) < command-line overrides (`lr=5e-5 trainset_2d=[MSCOCO]`).
+The defaults are the official run's values (docs/SPEC.md sections 1.1, 4.1, 4.2, 8). Precedence, lowest
+first: the defaults below < a preset YAML (`--cfg main/configs/fine_tune.yaml`, a flat mapping field -> value that
+states what differs from the defaults, optionally on top of another preset named by `base:`) < command-line
+overrides (`lr=5e-5 trainset_2d=[MSCOCO]`).
+
+Coupled values are derived when not given: `princpt` is the crop centre of `input_img_shape` (and must be), `sigma`
+keeps the official 2.5 heatmap pixels per 64 heatmap pixels when `output_hm_shape` changes, and path values may
+start with `{data_dir}` or `{output_dir}` (the body-model files default to `{data_dir}/body_models/...`).
 
 Entry points build a `Config` (`load_config`, or `add_config_args` + `config_from_args`), write it next to the
 run's outputs (`save_config`) and pass the values library code needs as arguments; no module imports a
@@ -16,13 +21,20 @@ import os
 import re
 import tempfile
 import typing
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
+BASE_KEY = "base"  # in a preset: the preset it starts from (a name in main/configs or a path relative to the preset)
+
+# The official input heatmaps: a Gaussian of std 2.5 heatmap pixels on the 64-pixel grid (spec 1.1). A smaller grid
+# over the same crop keeps the same width relative to the crop.
+OFFICIAL_SIGMA, OFFICIAL_HM_WIDTH = 2.5, 64
+# Path fields that may start with a placeholder for another field's value.
+PATH_PLACEHOLDERS = ("data_dir", "output_dir")
 
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 AMP_MODES = ("off", "bf16", "fp16")
@@ -40,9 +52,11 @@ class Config:
     resnet_type: int = 50  # backbone depth; only 50 matches the released checkpoints
     input_img_shape: tuple[int, int] = (256, 256)  # (H, W) of the RGB crop, pixels
     output_hm_shape: tuple[int, int, int] = (64, 64, 64)  # (D, H, W) grid of the input heatmaps and joint_img
-    sigma: float = 2.5  # std of the input-pose Gaussian heatmaps, heatmap pixels (64-grid)
+    # Std of the input-pose Gaussian heatmaps, heatmap pixels; unset = 2.5 * output_hm_shape W / 64 (2.5 at 64^3).
+    sigma: float = None
     focal: tuple[float, float] = (5000.0, 5000.0)  # (fx, fy) of the virtual crop camera, crop pixels
-    princpt: tuple[float, float] = (128.0, 128.0)  # (cx, cy) of the virtual crop camera = crop centre, pixels
+    # (cx, cy) of the virtual crop camera, crop pixels: the crop centre (W/2, H/2); unset = derived, else checked.
+    princpt: tuple[float, float] = None
     camera_3d_size: float = 2.5  # metres; camera depth scale k = sqrt(fx*fy*size^2 / (H*W)) = 48.828125
     bbox_3d_size: float = 2.0  # metres; root-relative depth range (+-1 m) mapped onto the D depth bins
     enc_layers: int = 2  # layers of both transformer encoders (official config.py says 3; yamls and checkpoints 2)
@@ -65,11 +79,12 @@ class Config:
     render: bool = False  # test-time bbox-dependent camera depth (spec 1.3-15); off in the official evaluation
 
     # --- files (relative paths are relative to the working directory, normally the repository root) ---
+    # Paths may start with {data_dir} or {output_dir}, replaced by those fields' values (docs/DATA.md).
     data_dir: str = "data"  # datasets live in data/<Dataset>/
-    smpl_dir: str = "data/body_models/smpl"  # SMPL_NEUTRAL.pkl or basicModel_neutral_lbs_10_207_0_v1.0.0.pkl
-    j_regressor_extra_path: str = "data/body_models/J_regressor_extra.npy"  # SPIN, 9 x 6890; row 3 = head top
-    j_regressor_h36m_path: str = "data/body_models/J_regressor_h36m_correct.npy"  # 17 x 6890, evaluation joints
-    vposer_path: str = "data/body_models/vposer_v1_0"  # VPoser v1.0 directory with snapshots/TR00_E096.pt
+    smpl_dir: str = "{data_dir}/body_models/smpl"  # SMPL_NEUTRAL.pkl or basicModel_neutral_lbs_10_207_0_v1.0.0.pkl
+    j_regressor_extra_path: str = "{data_dir}/body_models/J_regressor_extra.npy"  # SPIN, 9 x 6890; row 3 = head top
+    j_regressor_h36m_path: str = "{data_dir}/body_models/J_regressor_h36m_correct.npy"  # 17 x 6890, evaluation joints
+    vposer_path: str = "{data_dir}/body_models/vposer_v1_0"  # VPoser v1.0 directory with snapshots/TR00_E096.pt
     output_dir: str = "output"  # a run writes output/<exp_name>/{checkpoint,log,...}
     exp_name: str = "jotr"
     init_ckpt: str = ""  # weights to start from (stage 1's final or an official checkpoint); model only
@@ -91,7 +106,7 @@ class Config:
     train_batch_size: int = 32  # stage 1: official 32 per GPU; here the batch of one optimiser step
     test_batch_size: int = 32
 
-    # --- optimisation (spec 4.1-4.2: AdamW, betas 0.9/0.999, eps 1e-8, step schedule, no warm-up) ---
+    # --- optimisation (spec 4.1, 4.2: AdamW, betas 0.9/0.999, eps 1e-8, step schedule, no warm-up) ---
     lr: float = 1e-4  # stage 1 effective value (train.sh CLI)
     # The official set_lr overwrote every group with `lr` at each epoch start, so its lr_backbone never took
     # effect (spec 4.2); both stages use lr_backbone == lr anyway.
@@ -112,7 +127,7 @@ class Config:
     total_steps: int = 0  # stop after this many optimiser steps; 0 = no cap (stage 2 uses 10 000)
     max_norm: float = 0.0  # gradient clipping max norm; 0 = off (official default)
     # Mixed precision: 'off' | 'bf16' | 'fp16'. The official runs used fp16 autocast on GPUs; 'off' keeps CPU
-    # runs exact. fp16 uses a GradScaler with dynamic scaling (the official reset the scale every step, spec 7-7).
+    # runs exact. fp16 uses a GradScaler with dynamic scaling (the official reset the scale every step, spec 7.7).
     amp: str = "off"
     # Speed switches (common/speed.py; `python -m tools.bench` measures each): NHWC memory layout for the CNN
     # parts in training and inference, and torch.compile for evaluation and the demo (compiles for minutes first).
@@ -145,8 +160,29 @@ class Config:
     def __post_init__(self):
         types = _field_types()
         for f in fields(self):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), types[f.name]))
+            if f.name not in ("princpt", "sigma"):
+                setattr(self, f.name, _coerce(f.name, getattr(self, f.name), types[f.name]))
+        height, width = self.input_img_shape
+        if self.princpt is None:
+            self.princpt = (width / 2, height / 2)
+        if self.sigma is None:
+            self.sigma = OFFICIAL_SIGMA * self.output_hm_shape[2] / OFFICIAL_HM_WIDTH
+        for name in ("princpt", "sigma"):
+            setattr(self, name, _coerce(name, getattr(self, name), types[name]))
+        for name in ("smpl_dir", "j_regressor_extra_path", "j_regressor_h36m_path", "vposer_path", "init_ckpt",
+                     "resume"):
+            setattr(self, name, self._expand(getattr(self, name)))
         self._validate()
+
+    def _expand(self, path: str) -> str:
+        """'{data_dir}/body_models/smpl' -> '<data_dir>/body_models/smpl' (placeholders only at the start)."""
+        for name in PATH_PLACEHOLDERS:
+            placeholder = "{" + name + "}"
+            if path == placeholder:
+                return getattr(self, name)
+            if path.startswith(placeholder + "/"):
+                return str(Path(getattr(self, name)) / path[len(placeholder) + 1:])
+        return path
 
     def _validate(self):
         problems = []
@@ -162,6 +198,10 @@ class Config:
                      "lr_dec_factor"):
             need(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
         need(all(v > 0 for v in self.focal), f"focal must be positive, got {self.focal}")
+        centre = (self.input_img_shape[1] / 2, self.input_img_shape[0] / 2)
+        need(self.princpt == centre,
+             f"princpt must be the crop centre (W/2, H/2) = {centre} of input_img_shape {self.input_img_shape}, got "
+             f"{self.princpt} (leave princpt out to derive it)")
         for name in ("enc_layers", "dec_layers", "hidden_dim", "nheads", "dim_feedforward", "voxel_dim_feedforward",
                      "train_batch_size", "test_batch_size", "end_epoch", "print_every", "intra_anchors",
                      "intra_positives", "intra_negatives", "inter_anchors", "inter_positives", "inter_negatives"):
@@ -269,15 +309,20 @@ def _unknown_key_error(key: str, source: str) -> ConfigError:
                        f"main/config.py::Config)")
 
 
-def _apply(cfg: Config, values: dict[str, Any], source: str) -> Config:
+def _build(values: dict[str, Any], source: str) -> Config:
+    """Config(**values); an error names `source`. Built from the merged values (not by replacing fields of an
+    earlier config) so that derived values (princpt, sigma, path placeholders) follow the final values."""
+    try:
+        return Config(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def _check_keys(values: dict[str, Any], source: str) -> None:
     names = {f.name for f in fields(Config)}
     for key in values:
         if key not in names:
             raise _unknown_key_error(str(key), source)
-    try:
-        return replace(cfg, **values)
-    except ConfigError as error:
-        raise ConfigError(f"{source}: {error}") from None
 
 
 def resolve_preset(preset: str | os.PathLike) -> Path:
@@ -293,7 +338,10 @@ def resolve_preset(preset: str | os.PathLike) -> Path:
                       f"(in {PRESET_DIR})")
 
 
-def _read_preset(path: Path) -> dict[str, Any]:
+def _read_preset(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The preset's values on top of its base preset's (recursively)."""
+    if path.resolve() in chain:
+        raise ConfigError(f"preset {path}: base presets form a cycle: {' -> '.join(str(p) for p in chain)}")
     try:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -302,7 +350,13 @@ def _read_preset(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(values, dict):
         raise ConfigError(f"preset {path}: expected a mapping of config keys to values, got {type(values).__name__}")
-    return values
+    base = values.pop(BASE_KEY, None)
+    _check_keys(values, f"preset {path}")
+    if base is None:
+        return values
+    relative = path.parent / str(base)
+    base_path = relative if relative.is_file() else resolve_preset(str(base))
+    return {**_read_preset(base_path, (*chain, path.resolve())), **values}
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -327,12 +381,15 @@ def _parse_override(text: str) -> tuple[str, Any]:
 def load_config(preset: str | os.PathLike | None = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Defaults, then the preset YAML (if any), then `key=value` overrides (values parsed as YAML, checked and
     coerced against the field's type). Raises ConfigError naming the source of an unknown key or bad value."""
+    values: dict[str, Any] = {}
     cfg = Config()
     if preset:
         path = resolve_preset(preset)
-        cfg = _apply(cfg, _read_preset(path), f"preset {path}")
+        values = _read_preset(path)
+        cfg = _build(values, f"preset {path}")
     if overrides:
-        cfg = _apply(cfg, dict(_parse_override(text) for text in overrides), "command line")
+        values = {**values, **dict(_parse_override(text) for text in overrides)}
+        cfg = _build(values, "command line")
     return cfg
 
 

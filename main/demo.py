@@ -3,7 +3,7 @@
     python -m main.demo --input photo.jpg                                  # people from Keypoint R-CNN
     python -m main.demo --input photos/ --keypoints person_keypoints.json  # a COCO keypoints file
     python -m main.demo --input clip.mp4 --keypoints openpose_json/ --side-view
-    python -m main.demo --input photo.jpg --ckpt checkpoint/3dpw-oc_best_ckpt.pth.tar --focal 1800 --device cuda
+    python -m main.demo --input photo.jpg --ckpt checkpoint/3dpw-oc_best_ckpt.pth.tar --focal 1800 device=cuda
     python -m main.demo --input photo.jpg --ckpt output/run/checkpoint/last.pth.tar --cfg output/run/config.yaml
 
 --input is an image, a folder of images or a video. The 2D poses come from --keypoints (COCO or OpenPose JSON,
@@ -29,6 +29,7 @@ and for a video <input stem>_overlay.mp4 with the same frame count and fps (Open
 sizes, so an odd width or height loses its last column or row).
 The model configuration (--cfg / key=value, as for main.train and main.eval) must match the checkpoint: the
 default is the paper's model with checkpoint/3dpw_best_ckpt.pth.tar and the SMPL files in data/body_models/.
+The device is the config's `device` key (device=cuda, device=cpu; default auto), as for every entry point.
 """
 import argparse
 import dataclasses
@@ -420,7 +421,7 @@ def missing_checkpoint_message(path):
             f"3dpw-oc_best_ckpt.pth.tar, 3dpw-pc_best_ckpt.pth.tar, 3dpw-crowd_best_ckpt.pth.tar) come from the "
             f"Google Drive links in the official JOTR README (github.com/xljh0520/JOTR) and go in checkpoint/ (see "
             f"checkpoint/README.md); they fit the default configuration (the paper's model) and need the real SMPL "
-            f"files in data/body_models/ (README, 'Body-model files'). A checkpoint of your own run is "
+            f"files in data/body_models/ (docs/DATA.md). A checkpoint of your own run is "
             f"output/<exp_name>/checkpoint/last.pth.tar: pass it with --ckpt and its config with --cfg.")
 
 
@@ -433,8 +434,6 @@ def run(args, cfg):
         raise DemoError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.focal is not None and not args.focal > 0:
         raise DemoError(f"--focal must be a positive focal length in pixels, got {args.focal}")
-    if args.device:
-        cfg = dataclasses.replace(cfg, device=args.device)  # validated like the config's own device field
     device = resolve_device(cfg.device)
     setup_cpu_process(cfg.reuse_cpu_memory)
     if args.keypoints:
@@ -470,7 +469,6 @@ def main(argv=None):
     parser.add_argument("--focal", type=float, help="image camera focal length in pixels (default sqrt(H^2 + W^2))")
     parser.add_argument("--side-view", action="store_true", help="also render the meshes turned by 90 degrees")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="people per forward pass")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: the config's device)")
     parser.add_argument("--det-threshold", type=float, default=KEYPOINT_RCNN_DEFAULT_THRESHOLD,
                         help="Keypoint R-CNN person score threshold")
     add_config_args(parser)

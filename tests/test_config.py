@@ -8,7 +8,7 @@ from main.config import Config, ConfigError, add_config_args, config_from_args, 
 
 
 def test_defaults_are_the_official_run():
-    # Numbers typed from JOTR_SPEC.md 1.1 (model constants), 4.1 (stage 1 effective values), 3.3 (InfoNCE).
+    # Numbers typed from docs/SPEC.md 1.1 (model constants), 4.1 (stage 1 effective values), 3.3 (InfoNCE).
     cfg = Config()
     assert cfg.resnet_type == 50
     assert cfg.input_img_shape == (256, 256)
@@ -75,7 +75,7 @@ def test_fine_tune_preset_holds_the_effective_stage2_values(repo_root):
     assert cfg.eval_every_steps == 200
     stage1 = load_config(repo_root / "main/configs/main_train.yaml")
     assert cfg.init_ckpt == f"{stage1.output_dir}/{stage1.exp_name}/checkpoint/last.pth.tar"
-    assert cfg.exp_name != stage1.exp_name  # the two stages must not share a checkpoint directory (spec 7-5)
+    assert cfg.exp_name != stage1.exp_name  # the two stages must not share a checkpoint directory (spec 7.5)
 
 
 def test_preset_by_name_is_the_file_in_main_configs(repo_root):
@@ -226,3 +226,46 @@ def test_occlusion_ablation_preset_is_stage_one_plus_occluders():
     assert ablation.synthetic_occlusion_prob == 0.5 and stage1.synthetic_occlusion_prob == 0.0
     differing = {f for f in vars(stage1) if getattr(stage1, f) != getattr(ablation, f)}
     assert differing == {"synthetic_occlusion_prob", "exp_name"}
+
+
+def test_presets_state_only_what_differs_from_the_defaults(repo_root):
+    defaults = Config()
+    for path in sorted((repo_root / "main" / "configs").glob("*.yaml")):
+        values = yaml.safe_load(path.read_text())
+        values.pop("base", None)
+        same = sorted(k for k, v in values.items() if load_config(overrides=[f"{k}={v}"]) == defaults)
+        assert not same, f"{path.name} repeats default values: {same}"
+
+
+def test_a_preset_starts_from_its_base(tmp_path):
+    (tmp_path / "parent.yaml").write_text("lr: 3.0e-4\nseed: 7\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nseed: 8\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert (cfg.lr, cfg.seed) == (3e-4, 8)
+    (tmp_path / "named.yaml").write_text("base: fine_tune\nseed: 9\n")  # a name in main/configs
+    assert load_config(tmp_path / "named.yaml") == load_config("fine_tune", ["seed=9"])
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "typo.yaml").write_text("base: parent.yaml\nsed: 1\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml.*'sed'.*did you mean 'seed'"):
+        load_config(tmp_path / "typo.yaml")
+
+
+def test_principal_point_and_sigma_follow_the_crop_and_the_heatmap_grid():
+    cfg = load_config(overrides=["input_img_shape=[128, 96]", "output_hm_shape=[32, 32, 32]"])
+    assert cfg.princpt == (48.0, 64.0)  # (W/2, H/2)
+    assert cfg.sigma == 1.25  # the official 2.5 heatmap pixels at 64^3, over the same crop
+    assert load_config(overrides=["output_hm_shape=[32, 32, 32]", "sigma=2"]).sigma == 2.0  # given: kept
+    with pytest.raises(ConfigError, match=r"command line: .*princpt must be the crop centre.*\(64\.0, 64\.0\)"):
+        load_config(overrides=["input_img_shape=[128, 128]", "princpt=[128, 128]"])
+
+
+def test_body_model_paths_follow_data_dir_unless_given():
+    cfg = load_config(overrides=["data_dir=/datasets/jotr"])
+    assert cfg.smpl_dir == "/datasets/jotr/body_models/smpl"
+    assert cfg.j_regressor_h36m_path == "/datasets/jotr/body_models/J_regressor_h36m_correct.npy"
+    assert cfg.vposer_path == "/datasets/jotr/body_models/vposer_v1_0"
+    assert load_config(overrides=["data_dir=/x", "smpl_dir=/models/smpl"]).smpl_dir == "/models/smpl"
+    stage2 = load_config("fine_tune", ["output_dir=/runs/a"])
+    assert stage2.init_ckpt == "/runs/a/main_train/checkpoint/last.pth.tar"

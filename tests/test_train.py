@@ -54,6 +54,7 @@ def test_train_then_evaluate(data_dir, tmp_path, capsys):
     assert "3dpw-oc" in printed and "75.7" in printed  # the paper's MPJPE beside ours
 
 
+@pytest.mark.slow
 def test_resume_is_exact(data_dir, tmp_path):
     """6 steps in one run == 3 steps, a stop, and 3 resumed steps (crossing an epoch boundary, with dropout,
     input-joint masking and data augmentation all active)."""
@@ -113,6 +114,7 @@ def run_module(args, cwd=REPO, **kwargs):
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=900, **kwargs)
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_resumable_checkpoint(data_dir, tmp_path):
     overrides = tiny_overrides(data_dir, tmp_path, testsets="[]", end_epoch=50, exp_name="stopped")
     log = tmp_path / "stopped" / "log" / "train.log"
@@ -129,6 +131,7 @@ def test_sigterm_writes_a_resumable_checkpoint(data_dir, tmp_path):
     assert "stopped by a signal" in log.read_text()
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_train_and_evaluate(data_dir, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     overrides = tiny_overrides(data_dir, tmp_path, total_steps=2, exp_name="ddp", testsets="[3dpw]")
@@ -154,6 +157,7 @@ def test_torchrun_two_processes_train_and_evaluate(data_dir, tmp_path):
         assert one[metric] == pytest.approx(during["3dpw"][metric], rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_training_on_cpu(data_dir, tmp_path, amp):
     overrides = tiny_overrides(data_dir, tmp_path, total_steps=2, testsets="[3dpw-oc]", amp=amp, exp_name=amp)
@@ -165,6 +169,7 @@ def test_mixed_precision_training_on_cpu(data_dir, tmp_path, amp):
         assert state["scaler"]["scale"] > 0  # the GradScaler's dynamic state is saved for resume
 
 
+@pytest.mark.slow
 def test_training_on_the_official_mix_of_four_datasets(tmp_path):
     """The paper's data mix (spec 4.4: Human36M + MuCo, CrowdPose + MSCOCO) over tiny sets in their real formats,
     a few real training steps on the CPU."""
@@ -189,6 +194,7 @@ def test_training_on_the_official_mix_of_four_datasets(tmp_path):
     assert load(tmp_path / "out" / "mix" / "checkpoint" / "last.pth.tar")["step"] == 3
 
 
+@pytest.mark.slow
 def test_resume_is_exact_under_torchrun(data_dir, tmp_path):
     """Two processes: 4 steps in one run == 2 steps, a stop and 2 resumed steps (each process keeps its own RNG)."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -255,8 +261,8 @@ def test_loss_multipliers_scale_their_terms_before_the_learned_weighting(paper_c
     from main.build import build_model
     from tools.bench import random_batch
 
-    cfg = dataclasses.replace(paper_cfg, resnet_type=18, input_img_shape=(64, 64), output_hm_shape=(16, 16, 16),
-                              dropout=0.0)
+    cfg = dataclasses.replace(paper_cfg, resnet_type=18, input_img_shape=(64, 64), princpt=(32.0, 32.0),
+                              output_hm_shape=(16, 16, 16), dropout=0.0)
     model = build_model(cfg).eval()
     inputs, targets, meta = random_batch(cfg, 2, torch.device("cpu"), torch.Generator().manual_seed(0))
     plain = TrainingObjective(model, hm_shape=cfg.output_hm_shape)
