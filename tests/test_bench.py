@@ -1,5 +1,5 @@
-"""tools/bench.py: every section runs (--quick) and stores sane, self-consistent numbers; the acceptance ratios are
-the stored numbers' ratios; the FLOP counter and the peak-memory probe agree with independent computations."""
+"""tools/bench.py: a small section writes a valid bench.json (fast); every section runs (--quick) and stores the numbers
+its tables print (slow); the FLOP counter and the peak-memory probe agree with independent computations."""
 import json
 import math
 import platform
@@ -34,6 +34,25 @@ def full_run(tmp_path_factory):
     return report, json.loads(path.read_text())
 
 
+def test_one_small_section_writes_a_readable_report(tmp_path):
+    """What `make bench --sections eval` leaves behind: the json a user reads, with the section's numbers and every
+    target listed, those whose sections did not run marked as not measured."""
+    path = tmp_path / "out" / "bench.json"
+    torch_threads = torch.get_num_threads()
+    try:
+        report = bench.main(QUICK + ["--sections", "eval", "--output", str(path)])
+    finally:
+        torch.set_num_threads(torch_threads)
+    stored = json.loads(path.read_text())
+    assert stored == json.loads(json.dumps(report))
+    assert list(stored["sections"]) == ["eval"]
+    assert positive(stored["sections"]["eval"]["samples_per_s"])
+    assert [c["name"] for c in stored["acceptance"]] == CRITERIA
+    assert all(c["value"] is None and c["pass"] is None for c in stored["acceptance"])
+    assert not list(path.parent.glob(".bench.json.*"))  # written atomically: no temporary file left
+
+
+@pytest.mark.slow
 def test_json_holds_every_section_and_the_acceptance_block(full_run):
     report, stored = full_run
     assert stored == json.loads(json.dumps(report))
@@ -44,6 +63,7 @@ def test_json_holds_every_section_and_the_acceptance_block(full_run):
     assert [c["name"] for c in stored["acceptance"]] == CRITERIA
 
 
+@pytest.mark.slow
 def test_machine_ceilings(full_run):
     machine = full_run[1]["sections"]["machine"]
     for dtype in ("float32", "bfloat16"):
@@ -56,6 +76,7 @@ def test_machine_ceilings(full_run):
     assert machine["memory_bandwidth_gbs"] == pytest.approx(2 * machine["copy_bytes"] / machine["copy_s"] / 1e9)
 
 
+@pytest.mark.slow
 def test_forward_rows(full_run):
     sections = full_run[1]["sections"]
     forward, ceiling = sections["forward"], sections["machine"]["matmul"]["float32"]["best_gflops"]
@@ -79,6 +100,7 @@ def test_forward_rows(full_run):
     assert forward["bf16_speedup"]["value"] == pytest.approx(statistics.median(a / b for a, b in zip(fp32, bf16)))
 
 
+@pytest.mark.slow
 def test_train_step_variants(full_run):
     sections = full_run[1]["sections"]
     train = sections["train_step"]
@@ -101,6 +123,7 @@ def test_train_step_variants(full_run):
     assert positive(train["contrastive_loss_only_s"])
 
 
+@pytest.mark.slow
 def test_data_and_eval_throughput(full_run):
     sections = full_run[1]["sections"]
     data = sections["data"]
@@ -116,36 +139,7 @@ def test_data_and_eval_throughput(full_run):
     assert evaluation["samples_per_s"] == pytest.approx(evaluation["batch"] / evaluation["median_s"])
 
 
-def test_acceptance_values_are_the_stored_ratios(full_run):
-    stored = full_run[1]
-    sections, batch = stored["sections"], stored["batch"]
-    forward_row = next(r for r in sections["forward"]["rows"]
-                       if (r["batch"], r["dtype"], r["switches"]) == (batch, "float32", bench.INFERENCE_SWITCHES))
-    train = sections["train_step"]
-
-    def paired(flops, times, reference):
-        # Round by round: achieved GFLOP/s over the reference matmul's GFLOP/s timed in the same round.
-        assert len(reference["reference_gflops"]) == len(times)
-        return statistics.median((flops / t / 1e9) / r for t, r in zip(times, reference["reference_gflops"]))
-
-    forward_paired = sections["forward"]["paired_fp32_fraction"]
-    step_flops = 3 * train["forward_flops_per_image"] * batch
-    expected = {
-        "forward_fp32_fraction_of_ceiling": (paired(forward_row["gflops"] * 1e9 * forward_row["median_s"],
-                                                    forward_row["times_s"], forward_paired), ">=", 0.85),
-        "forward_bf16_speedup": (sections["forward"]["bf16_speedup"]["value"], ">=", 1.6),  # test_forward_rows
-        "train_step_fraction_of_ceiling": (paired(step_flops, train["variants"][train["layout"]]["all_wall_s"], train),
-                                           ">=", 0.70),
-        "contrastive_step_ratio": (train["ratio"], "<=", 1.15),
-        "data_worker_vs_train_step": (sections["data"]["muco"]["samples_per_s"] / train["images_per_s"], ">=", 2.0),
-    }
-    for criterion in stored["acceptance"]:
-        value, op, threshold = expected[criterion["name"]]
-        assert criterion["value"] == pytest.approx(value)
-        assert (criterion["op"], criterion["threshold"]) == (op, threshold)
-        assert criterion["pass"] == (value >= threshold if op == ">=" else value <= threshold)
-
-
+@pytest.mark.slow
 def test_sections_subset_runs_in_canonical_order(tmp_path):
     torch_threads = torch.get_num_threads()
     try:

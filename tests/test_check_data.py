@@ -91,6 +91,7 @@ def test_exit_code_and_text_report(tree, capsys):
     assert "summary: 1 complete -> OK" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_command_line_json(tree, repo_root):
     result = subprocess.run([sys.executable, "-m", "tools.check_data", "--data-dir", str(tree), "--datasets", "3DPW",
                              "--json"], cwd=repo_root, capture_output=True, text=True, timeout=120)

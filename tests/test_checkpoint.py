@@ -177,6 +177,7 @@ def test_exported_smpl_buffers_match_the_body_model(paper_model, body_model):
     assert state["human_model_layer.th_faces"].dtype == torch.int64
 
 
+@pytest.mark.slow
 def test_gated_model_exports_to_the_official_layout_exactly(tmp_path, paper_cfg, body_model):
     cfg = dataclasses.replace(paper_cfg, resnet_type=18, enc_layers=1, dec_layers=2, pose_head="rot6d",
                               input_img_shape=(128, 128), output_hm_shape=(32, 32, 32), princpt=(64.0, 64.0),

@@ -18,6 +18,7 @@ def first_run(tmp_path_factory):
     return root, args
 
 
+@pytest.mark.slow
 def test_results_per_subset_beside_the_baseline(first_run):
     root, _ = first_run
     results = json.loads((root / "out" / "embedded" / "results.json").read_text())
@@ -32,6 +33,7 @@ def test_results_per_subset_beside_the_baseline(first_run):
     assert overlays
 
 
+@pytest.mark.slow
 def test_second_run_reuses_data_and_training(first_run, capsys):
     root, args = first_run
     checkpoint = root / "out" / "embedded" / "checkpoint" / "last.pth.tar"

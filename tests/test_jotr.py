@@ -27,6 +27,7 @@ OUTPUT_SHAPES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bf16"])
 def test_forward_batch8_cpu(paper_cfg, body_model, autocast):
     model = build_model(paper_cfg, body_model=body_model).eval()

@@ -18,6 +18,7 @@ def run_script(script, args, **env):
                           env=env)
 
 
+@pytest.mark.slow
 def test_train_sh_runs_both_stages_and_eval_sh_reports(tmp_path):
     data_dir = write_tiny_world(tmp_path / "world")
     out = tmp_path / "out"
@@ -41,6 +42,7 @@ def test_train_sh_runs_both_stages_and_eval_sh_reports(tmp_path):
     assert results["3dpw-oc"]["checkpoint"].endswith("3dpw-oc_best_ckpt.pth.tar")
 
 
+@pytest.mark.slow
 def test_eval_sh_without_checkpoints_says_where_to_get_them(tmp_path):
     data_dir = write_tiny_world(tmp_path / "world")
     result = run_script("eval.sh", tiny_overrides(data_dir, tmp_path / "out", testsets="[3dpw-oc]"),

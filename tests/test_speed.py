@@ -96,6 +96,7 @@ def test_fused_conv_matches_conv_add_relu(onednn, relu, residual, layout):
     torch.testing.assert_close(low.float(), expected, atol=0.05, rtol=0.02)
 
 
+@pytest.mark.slow
 def test_fused_model_under_bf16_autocast(paper_cfg, trained_bn_model):
     img, joints, mask = random_inputs(2, seed=3)
     fused = build_model(paper_cfg)
@@ -134,6 +135,7 @@ def _steady_state_faults(mode):
     return applied == "True", int(faults)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc mallopt")
 def test_reused_cpu_memory_is_not_page_faulted_again():
     applied, faults = _steady_state_faults("on")

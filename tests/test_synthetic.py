@@ -23,7 +23,6 @@ from data.synthetic import (
     Bodies,
     generate,
     sample_body_pose,
-    write_tiny,
 )
 
 GENDERS = ("neutral", "male", "female")
@@ -36,7 +35,7 @@ VARIANT_FILES = {"3dpw": "3DPW_latest_test.json", "3dpw-oc": "3DPW_oc.json", "3d
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic")
-    return out, write_tiny(out, seed=0)
+    return out, generate(out, seed=0, n_train=6, n_test=8, n_crowd=4)  # a few images per split: seconds
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +258,7 @@ def _files(root):
             if p.is_file() and p.name != "manifest.json"}
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*hold no person")  # two test images may have no object-occluded person
 def test_deterministic_reusable_and_safe(tmp_path, monkeypatch):
     sizes = {"n_train": 2, "n_test": 2, "n_crowd": 1}

@@ -1,4 +1,5 @@
 """The transformer's CPU dropout (common/transformer.py): the distribution of F.dropout, at a lower cost."""
+import pytest
 import torch
 
 from common.transformer import Attention, Dropout, drop_mask
@@ -39,6 +40,7 @@ def test_attention_training_path_matches_the_fused_kernel():
     torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_attention_dropout_keeps_the_expected_output():
     torch.manual_seed(3)
     attention = Attention(16, 2, dropout=0.5).train()
