@@ -94,11 +94,3 @@ def translation_crop_to_image(cam_trans_crop, root_crop, bb2img, crop_focal, cro
     root_crop = np.asarray(root_crop, dtype=np.float64)
     root_img = crop_to_image(root_crop, bb2img, crop_focal, crop_princpt, img_focal, img_princpt)
     return np.asarray(cam_trans_crop, dtype=np.float64) + (root_img - root_crop)
-
-
-def translation_image_to_crop(cam_trans_img, root_img, bb2img, crop_focal, crop_princpt, img_focal, img_princpt):
-    """The inverse of translation_crop_to_image: (3,) or (N, 3) SMPL translation in the image camera and the root
-    joint of that mesh -> the translation in the crop camera (what the model would have to predict)."""
-    root_img = np.asarray(root_img, dtype=np.float64)
-    root_crop = image_to_crop(root_img, bb2img, crop_focal, crop_princpt, img_focal, img_princpt)
-    return np.asarray(cam_trans_img, dtype=np.float64) + (root_crop - root_img)

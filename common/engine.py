@@ -209,10 +209,10 @@ def evaluate(model, loader, *, smpl_by_gender, h36m_regressor, device, amp="off"
     models {'male', 'female'[, 'neutral']}; h36m_regressor: (17, V). expected_count: the test set's size; the
     accumulator refuses to report if any sample is missing. Returns (summary, samples): summary = {'mpjpe',
     'pa_mpjpe', 'mpvpe', 'n'} in millimetres over the whole set (all processes); samples = up to keep_samples
-    (img, pred mesh, cam_trans) tuples from this process, for overlays. The forward passes run on
-    common.speed.inference_model(model): a copy with BatchNorm folded into the convolutions and the ReLUs and
-    residual adds fused into them (the same function, fewer memory passes); `model` itself is not modified. A model
-    already prepared that way (the callers do it once for all their test sets) is used as it is.
+    (img (3, H, W), predicted mesh_cam_render (V, 3), GT mesh (V, 3)) tuples from this process, for overlays. The
+    forward passes run on common.speed.inference_model(model): a copy with BatchNorm folded into the convolutions and
+    the ReLUs and residual adds fused into them (the same function, fewer memory passes); `model` itself is not
+    modified. A model already prepared that way (the callers do it once for all their test sets) is used as it is.
     """
     was_training = model.training
     model.eval()
@@ -279,6 +279,3 @@ def loss_weights(objective):
     awl = objective.awl
     return {name: float(0.5 / p**2) for name, p in zip(awl.names, awl.params.detach())}
 
-
-def unwrap(module):
-    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module

@@ -18,8 +18,6 @@ from data.oh3d import OH3D
 from data.pw3d import PW3D
 
 TRAIN_DATASETS = {"Human36M": Human36M, "MuCo": MuCo, "MSCOCO": MSCOCO, "CrowdPose": CrowdPose}
-# Named by the official configuration but not implemented (none left; kept for the error message of _train_class).
-PLANNED_TRAIN_DATASETS = ()
 TEST_DATASETS = {"3dpw": PW3D, "3dpw-oc": PW3D, "3dpw-pc": PW3D, "3dpw-crowd": PW3D, "3doh": OH3D}
 # Directory of each test set under data_dir.
 TEST_DATASET_DIRS = {"3dpw": "3DPW", "3dpw-oc": "3DPW", "3dpw-pc": "3DPW", "3dpw-crowd": "3DPW", "3doh": "OH3D"}
@@ -28,8 +26,7 @@ TEST_DATASET_DIRS = {"3dpw": "3DPW", "3dpw-oc": "3DPW", "3dpw-pc": "3DPW", "3dpw
 def _train_class(name):
     if name in TRAIN_DATASETS:
         return TRAIN_DATASETS[name]
-    planned = f" ('{name}' is planned but not implemented yet)" if name in PLANNED_TRAIN_DATASETS else ""
-    raise ValueError(f"unknown training dataset '{name}'{planned}; available: {', '.join(sorted(TRAIN_DATASETS))} "
+    raise ValueError(f"unknown training dataset '{name}'; available: {', '.join(sorted(TRAIN_DATASETS))} "
                      f"(config keys trainset_3d / trainset_2d)")
 
 

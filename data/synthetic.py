@@ -1248,11 +1248,6 @@ def generate(out_dir, seed=0, n_train=2000, n_test=500, n_crowd=100, image_size=
     return manifest
 
 
-def write_tiny(out_dir, seed=0):
-    """A few images per split (seconds), for tests and demos: 6 train, 8 test, 4 crowd images."""
-    return generate(out_dir, seed=seed, n_train=6, n_test=8, n_crowd=4)
-
-
 def measure_speed(n_images=40, image_size=DEFAULT_IMAGE_SIZE, seed=0, split="test"):
     """Generation speed of `split` scenes including JPEG and annotation writing, excluding the one-off body model
     setup: {'images_per_second': wall clock, 'images_per_cpu_second': per second of this process's CPU time

@@ -9,12 +9,19 @@ from common.camera import (
     default_image_camera,
     image_to_crop,
     translation_crop_to_image,
-    translation_image_to_crop,
 )
 from data.preprocessing import affine_points, patch_transform
 
 CROP_FOCAL, CROP_PRINCPT, CROP_SHAPE = (5000.0, 5000.0), (128.0, 128.0), (256, 256)
 IMG_FOCAL, IMG_PRINCPT = (800.0, 800.0), (320.0, 240.0)  # default_image_camera of a 480 x 640 image
+
+
+def translation_image_to_crop(cam_trans_img, root_img, bb2img, crop_focal, crop_princpt, img_focal, img_princpt):
+    """The inverse of translation_crop_to_image: (3,) or (N, 3) SMPL translation in the image camera and the root
+    joint of that mesh -> the translation in the crop camera (what the model would have to predict)."""
+    root_img = np.asarray(root_img, dtype=np.float64)
+    root_crop = image_to_crop(root_img, bb2img, crop_focal, crop_princpt, img_focal, img_princpt)
+    return np.asarray(cam_trans_img, dtype=np.float64) + (root_crop - root_img)
 
 
 def _bb2img(x, y, size):

@@ -13,7 +13,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from common.body_model import joint_regressor_30, load_regressor, load_smpl
-from common.camera import default_image_camera, translation_image_to_crop
+from common.camera import default_image_camera
 from common.checkpoint import FORMAT, save_atomic, to_official_state_dict
 from common.joint_sets import COCO17, SMPL30, map_joints
 from common.renderer import amodal_masks, project, render
@@ -23,6 +23,7 @@ from data.pw3d import PW3D
 from main import demo
 from main.config import load_config
 from tests.pw3d_format import IMAGE_SIZE, toy_setup, write_tiny_pw3d
+from tests.test_camera import translation_image_to_crop
 from tools.render_mannequin import demo_poses
 
 try:
