@@ -35,7 +35,7 @@ index of a video frame):
                                the people's centroid (seen from the image's right), on a grey background
     <frame>_person<k>.obj      person k's mesh: metres, image camera frame (x right, y down, z forward); k is the
                                track id when tracking, else the person's index in the frame
-    <frame>_person<k>.ply/.glb with --mesh-formats ply glb: the same mesh through trimesh
+    <frame>_person<k>.ply/.glb with --mesh-formats obj,ply,glb: the same mesh through trimesh
     <frame>_params.json, .npz  per person: smpl_pose (72, axis-angle), smpl_shape (10), cam_trans (3: SMPL
                                translation in metres, image camera), crop_cam_trans (3: the model's, crop camera),
                                bbox (crop box xywh, image px), score (detection score or null), joints_2d_input
@@ -474,7 +474,7 @@ def run_demo(model, frames, people_per_frame, out_dir, *, device=None, batch_siz
     """
     unknown = set(mesh_formats) - set(MESH_FORMATS)
     if unknown:
-        raise DemoError(f"mesh formats {sorted(unknown)} unknown; choose from {', '.join(MESH_FORMATS)}")
+        raise DemoError(f"--mesh-formats: {', '.join(sorted(unknown))} unknown; choose from {', '.join(MESH_FORMATS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if device is None:
@@ -585,7 +585,7 @@ def run(args, cfg):
                          focal=args.focal, side_view=args.side_view, video_path=video_path,
                          fps=media.fps or DEFAULT_VIDEO_FPS, num_frames=len(media) or None, track=track,
                          smoothing=SmoothingSettings() if smooth else None, max_missing=args.max_missing,
-                         mesh_formats=tuple(dict.fromkeys(args.mesh_formats)))
+                         mesh_formats=tuple(dict.fromkeys(f.strip() for f in args.mesh_formats.split(","))))
     people = sum(s["num_people"] for s in summaries)
     print(f"{len(summaries)} frame(s), {people} person(s); results in {out_dir}"
           + (f" (video {video_path.name})" if video_path else ""))
@@ -613,8 +613,9 @@ def main(argv=None):
                         help="smooth each tracked person over time; implies --track (default: on for videos)")
     parser.add_argument("--max-missing", type=int, default=DEFAULT_MAX_MISSING,
                         help=f"frames a tracked person may be unseen and keep its id (default {DEFAULT_MAX_MISSING})")
-    parser.add_argument("--mesh-formats", nargs="+", default=["obj"], choices=MESH_FORMATS,
-                        help="mesh files per person and frame (default obj)")
+    parser.add_argument("--mesh-formats", default="obj",
+                        help=f"mesh files per person and frame, comma-separated from {','.join(MESH_FORMATS)} "
+                             "(default obj)")
     add_config_args(parser)
     args = parser.parse_intermixed_args(argv)
     try:
