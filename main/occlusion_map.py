@@ -114,7 +114,7 @@ def pixel_maps(errors, corners, patch, crop_size):
 
 
 def _text(image, text, origin, scale=0.45):
-    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 2, cv2.LINE_AA)
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
@@ -131,13 +131,13 @@ def draw_map(crop, maps, names, patch):
         colour = cv2.applyColorMap(level, cv2.COLORMAP_TURBO)[..., ::-1]
         panel = (0.45 * crop_big + 0.55 * colour).astype(np.uint8)
         _text(panel, name, (6, 18))
-        _text(panel, f"mean {error_map.mean():.0f} mm", (6, height - 8))
+        _text(panel, f"mean {error_map.mean():.3g} mm", (6, height - 8))
         panels.append(panel)
     bar = np.zeros((height, 70, 3), np.uint8)
     levels = np.linspace(255, 0, height - 40).astype(np.uint8)[:, None]
     bar[20:height - 20, 8:26] = cv2.applyColorMap(np.repeat(levels, 18, axis=1), cv2.COLORMAP_TURBO)[..., ::-1]
     bar[:] = np.where(bar.any(-1, keepdims=True), bar, 40)
-    _text(bar, f"{vmax:.0f}", (28, 28), 0.4)
+    _text(bar, f"{vmax:.3g}", (28, 28), 0.4)
     _text(bar, "0 mm", (28, height - 18), 0.4)
     picture = np.concatenate([*panels, bar], axis=1)
     footer = np.full((24, picture.shape[1], 3), 40, np.uint8)
