@@ -22,6 +22,7 @@ Videos (and with --track, folders of frames): people are linked across frames (c
 2D-pose distance, Hungarian assignment; a person unseen for up to --max-missing frames keeps its id), each id keeps
 its colour and file names, and with --smooth (on by default for videos) every person's rotations, shape and
 translation are smoothed over time (common/smoothing.py: One-Euro filter, rotations in the 6D representation).
+
 Each person is cropped and fed to JOTR exactly as in the 3DPW evaluation (data/pw3d.py); the predicted mesh is
 moved from the model's crop camera into the image's camera (common/camera.py), whose focal length defaults to
 sqrt(H^2 + W^2) pixels (--focal to override) with the principal point at the image centre. Each person's root
