@@ -1,7 +1,7 @@
 """The README's video picture: the demo (tracking and smoothing on) on a synthetic walking clip.
 
     .venv/bin/python -m tools.render_clip_demo --ckpt output/embedded/checkpoint/last.pth.tar \\
-        [--body-models output/synthetic/body_models] [--work output/clip_demo] [--out assets/demo_video_embedded.png]
+        [--body-models output/synthetic/body_models] [--work output/clip_demo] [--out assets/demo_video_embedded.jpg]
 
 Makes the clip with data/synthetic_clip.py (two people crossing, the farther one hidden for a few frames, one
 standing), runs `python -m main.demo` on it with the embedded configuration, and puts a row of input frames above
@@ -32,7 +32,7 @@ def main(argv=None):
     parser.add_argument("--cfg", default="embedded")
     parser.add_argument("--body-models", default="output/synthetic/body_models")
     parser.add_argument("--work", default="output/clip_demo")
-    parser.add_argument("--out", default="assets/demo_video_embedded.png")
+    parser.add_argument("--out", default="assets/demo_video_embedded.jpg")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     body = Path(args.body_models)
