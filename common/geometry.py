@@ -21,6 +21,11 @@ def rot6d_to_rotmat(x):
     return torch.stack([b1, b2, b3], dim=-1)
 
 
+def rotmat_to_rot6d(rotmat):
+    """Inverse of `rot6d_to_rotmat` for proper rotations: (..., 3, 3) -> (..., 6)."""
+    return rotmat[..., :2].reshape(*rotmat.shape[:-2], 6)
+
+
 def axis_angle_to_rotmat(axis_angle):
     """Rodrigues' formula. axis_angle: (..., 3) -> (..., 3, 3)."""
     angle = torch.linalg.norm(axis_angle, dim=-1, keepdim=True)[..., None]  # (..., 1, 1)

@@ -139,11 +139,14 @@ def _rasterize(screen, depth, height, width):
     return winner, zbuf
 
 
+# The default mesh colours (RGB in [0, 1]), mesh i taking PALETTE[i % len(PALETTE)].
+PALETTE = np.array([[0.70, 0.75, 0.85], [0.85, 0.70, 0.55], [0.60, 0.80, 0.60], [0.85, 0.60, 0.65],
+                    [0.75, 0.70, 0.90], [0.90, 0.85, 0.55]])
+
+
 def _mesh_colors(colors, n):
     if colors is None:
-        palette = np.array([[0.70, 0.75, 0.85], [0.85, 0.70, 0.55], [0.60, 0.80, 0.60], [0.85, 0.60, 0.65],
-                            [0.75, 0.70, 0.90], [0.90, 0.85, 0.55]])
-        return palette[np.arange(n) % len(palette)]
+        return PALETTE[np.arange(n) % len(PALETTE)]
     colors = np.asarray(colors, dtype=np.float64).reshape(-1, 3)
     if len(colors) == 1:
         colors = np.repeat(colors, n, axis=0)

@@ -6,8 +6,23 @@
     python -m main.demo --input photo.jpg --ckpt checkpoint/3dpw-oc_best_ckpt.pth.tar --focal 1800 device=cuda
     python -m main.demo --input photo.jpg --ckpt output/run/checkpoint/last.pth.tar --cfg output/run/config.yaml
 
---input is an image, a folder of images or a video. The 2D poses come from --keypoints (COCO or OpenPose JSON,
-see data/keypoints_io.py) or, without it, from torchvision's Keypoint R-CNN (its weights download on first use).
+--input is an image, a folder of images or a video. Photos are turned upright by their EXIF orientation tag (as
+phones store them), so keypoint files must be in the upright image's pixels, as viewers show it.
+
+2D poses (JOTR lifts given 2D poses to 3D, so their quality bounds the result):
+* no --keypoints: torchvision's Keypoint R-CNN (weights download on first use; offline, the demo says where to put
+  them). Good on a few well-separated people; weak in crowds and under heavy occlusion.
+* --keypoints FILE.json in the COCO person-keypoints format: the output of any COCO keypoint estimator. For crowds
+  and occlusion use a stronger one you already run, e.g. MMPose's RTMPose / ViTPose (top-down, with a person
+  detector) or HigherHRNet (bottom-up, good in crowds), saved as COCO results (README, '2D poses').
+* --keypoints FOLDER of OpenPose JSON (`openpose --write_json FOLDER`, BODY_25 or COCO-18): fast, multi-person.
+* --keypoints a 3DPW-style annotation file (its "openpose_result" fields): the paper's evaluation inputs.
+
+Videos (and with --track, folders of frames): people are linked across frames (common/tracking.py: box IoU and
+2D-pose distance, Hungarian assignment; a person unseen for up to --max-missing frames keeps its id), each id keeps
+its colour and file names, and with --smooth (on by default for videos) every person's rotations, shape and
+translation are smoothed over time (common/smoothing.py: One-Euro filter, rotations in the 6D representation).
+
 Each person is cropped and fed to JOTR exactly as in the 3DPW evaluation (data/pw3d.py); the predicted mesh is
 moved from the model's crop camera into the image's camera (common/camera.py), whose focal length defaults to
 sqrt(H^2 + W^2) pixels (--focal to override) with the principal point at the image centre. Each person's root
@@ -19,14 +34,20 @@ index of a video frame):
     <frame>_overlay.png        all meshes over the image (depth-ordered, one colour per person)
     <frame>_side.png           with --side-view: the meshes turned 90 degrees about the vertical axis through
                                the people's centroid (seen from the image's right), on a grey background
-    <frame>_person<k>.obj      person k's mesh: metres, image camera frame (x right, y down, z forward)
+    <frame>_person<k>.obj      person k's mesh: metres, image camera frame (x right, y down, z forward); k is the
+                               track id when tracking, else the person's index in the frame
+    <frame>_person<k>.ply/.glb with --mesh-formats obj,ply,glb: the same mesh through trimesh
     <frame>_params.json, .npz  per person: smpl_pose (72, axis-angle), smpl_shape (10), cam_trans (3: SMPL
                                translation in metres, image camera), crop_cam_trans (3: the model's, crop camera),
                                bbox (crop box xywh, image px), score (detection score or null), joints_2d_input
                                (30 x 3: SMPL-30 order, image px + confidence), joints_2d_pred (30 x 2 image px),
                                joints_3d (30 x 3 metres, image camera), focal, princpt (image camera, px)
-and for a video <input stem>_overlay.mp4 with the same frame count and fps (OpenCV's mp4v codec; it stores even
-sizes, so an odd width or height loses its last column or row).
+and, when tracking, per person (track id k):
+    person<k>_smpl.npz         global_orient (T, 3), body_pose (T, 69), betas (T, 10), transl (T, 3) (what
+                               smplx's SMPL forward takes; image camera frame, y down), frame_ids (T,), focal,
+                               princpt (2,) px, gender ('neutral'), fps
+and for a video <input stem>_overlay.mp4: H.264 (browsers and players play it), the input's frame count and rate.
+With smoothing, the meshes, overlays and parameters are the smoothed ones (crop_cam_trans stays the model's).
 The model configuration (--cfg / key=value, as for main.train and main.eval) must match the checkpoint: the
 default is the paper's model with checkpoint/3dpw_best_ckpt.pth.tar and the SMPL files in data/body_models/.
 The device is the config's `device` key (device=cuda, device=cpu; default auto), as for every entry point.
@@ -45,8 +66,12 @@ from tqdm import tqdm
 from common.body_model import BodyModelFileError
 from common.camera import default_image_camera, translation_crop_to_image
 from common.checkpoint import load_checkpoint
-from common.renderer import overlay, project, render
+from common.renderer import PALETTE, overlay, project, render
+from common.smoothing import SmoothingSettings, SmplSmoother
+from common.smpl_export import MESH_FORMATS, write_mesh, write_smpl_sequence
 from common.speed import inference_model, setup_cpu_process
+from common.tracking import DEFAULT_MAX_MISSING, Tracker
+from common.video import H264Writer
 from data.keypoints_io import (
     IMAGE_EXTENSIONS,
     KEYPOINT_RCNN_DEFAULT_THRESHOLD,
@@ -88,7 +113,9 @@ class Frame:
 
 
 def read_image(path):
-    """(H, W, 3) uint8 RGB."""
+    """(H, W, 3) uint8 RGB, upright: OpenCV's IMREAD_COLOR applies the EXIF orientation tag (phone photos are
+    stored sideways with a tag saying how to turn them). Dataset loaders must not do this: their annotations are
+    in the stored pixels."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise DemoError(f"cannot read image {path} (missing, or not an image OpenCV can decode)")
@@ -268,10 +295,18 @@ def place_in_image(pred, bb2img, crop_focal, crop_princpt, img_focal, img_princp
 # Output
 
 
-def render_overlay(image, vertices, faces, focal, princpt):
+def person_colors(ids):
+    """One palette colour (RGB in [0, 1]) per person id, so a tracked person keeps its colour."""
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    return PALETTE[ids % len(PALETTE)] if len(ids) else None  # None: the renderer draws nobody anyway
+
+
+def render_overlay(image, vertices, faces, focal, princpt, ids=None):
     """All meshes (N, V, 3) (image camera, metres) over `image` (H, W, 3) uint8 RGB, depth-ordered by the
-    z-buffer, one palette colour per person. Returns (overlay (H, W, 3) uint8, common.renderer.RenderResult)."""
-    result = render([(v, faces) for v in vertices], focal, princpt, image.shape[:2])
+    z-buffer, one palette colour per person id (default 0..N-1). Returns (overlay (H, W, 3) uint8,
+    common.renderer.RenderResult)."""
+    ids = np.arange(len(vertices)) if ids is None else ids
+    result = render([(v, faces) for v in vertices], focal, princpt, image.shape[:2], colors=person_colors(ids))
     return overlay(image, result, alpha=OVERLAY_ALPHA), result
 
 
@@ -310,23 +345,30 @@ def frame_params(people, pred, placed):
     }
 
 
-def write_frame(out_dir, frame, people, pred, placed, faces, focal, princpt, with_side_view):
-    """Write one frame's overlay (and side view), meshes and parameters; return (overlay image, file paths)."""
+def write_frame(out_dir, frame, people, pred, placed, faces, focal, princpt, with_side_view, ids=None,
+                mesh_formats=("obj",)):
+    """Write one frame's overlay (and side view), meshes and parameters; return (overlay image, file paths).
+    ids: the people's ids (track ids; default 0..N-1), used for colours and file names."""
     name, (height, width) = frame.name, frame.image.shape[:2]
     vertices = placed["vertices"]
-    image, _ = render_overlay(frame.image, vertices, faces, focal, princpt)
+    ids = np.arange(len(people)) if ids is None else np.asarray(ids)
+    image, _ = render_overlay(frame.image, vertices, faces, focal, princpt, ids)
     paths = {"overlay": out_dir / f"{name}_overlay.png", "side": None, "objs": [],
              "params_json": out_dir / f"{name}_params.json", "params_npz": out_dir / f"{name}_params.npz"}
     _write_png(paths["overlay"], image)
     if with_side_view:
         background = np.full((height, width, 3), SIDE_VIEW_BACKGROUND, dtype=np.uint8)
         turned = side_view_meshes(vertices) if len(vertices) else vertices
-        side = render([(v, faces) for v in turned], focal, princpt, (height, width), background=background).image
+        side = render([(v, faces) for v in turned], focal, princpt, (height, width), colors=person_colors(ids),
+                      background=background).image
         paths["side"] = out_dir / f"{name}_side.png"
         _write_png(paths["side"], side)
-    for k, v in enumerate(vertices):
-        paths["objs"].append(out_dir / f"{name}_person{k}.obj")
-        write_obj(paths["objs"][-1], v, faces)
+    paths["meshes"] = []
+    for k, v in zip(ids, vertices):
+        for fmt in mesh_formats:
+            path = out_dir / f"{name}_person{k}.{fmt}"
+            write_obj(path, v, faces) if fmt == "obj" else write_mesh(path, v, faces)
+            (paths["objs"] if fmt == "obj" else paths["meshes"]).append(path)
 
     params = frame_params(people, pred, placed)
     camera = {"focal": [float(f) for f in focal], "princpt": [float(c) for c in princpt]}
@@ -334,29 +376,107 @@ def write_frame(out_dir, frame, people, pred, placed, faces, focal, princpt, wit
     for k in range(len(people)):
         person = {key: value[k].astype(np.float64).tolist() for key, value in params.items() if key != "score"}
         person["score"] = people[k].score
-        person.update(camera, obj=paths["objs"][k].name)
+        person["id"] = int(ids[k])
+        person.update(camera, obj=f"{name}_person{ids[k]}.obj" if "obj" in mesh_formats else None)
         people_json.append(person)
     content = {"frame": name, "image_size": [height, width], **camera,
                "units": "metres (3D, image camera: x right, y down, z forward), pixels (2D)", "people": people_json}
     paths["params_json"].write_text(json.dumps(content))
-    np.savez(paths["params_npz"], **params, focal=np.asarray(focal, np.float64),
+    np.savez(paths["params_npz"], **params, ids=ids.astype(np.int64), focal=np.asarray(focal, np.float64),
              princpt=np.asarray(princpt, np.float64), image_size=np.array([height, width]))
     return image, paths
 
 
+@torch.no_grad()
+def body_model_outputs(model, poses, betas, transl):
+    """The SMPL mesh (N, V, 3) and SMPL-30 joints (N, 30, 3) of parameters (N, 72), (N, 10), (N, 3) in metres,
+    from the model's own body model and joint regressor (as its forward computes them)."""
+    param = next(iter(model.parameters()), torch.empty(0))
+    args = (torch.as_tensor(np.asarray(a), dtype=torch.float32, device=param.device) for a in (poses, betas, transl))
+    mesh = model.body_model(*args)
+    joints = torch.einsum("jv,bvc->bjc", model.joint_regressor.to(mesh), mesh)
+    return mesh.double().cpu().numpy(), joints.double().cpu().numpy()
+
+
+class PeopleOverTime:
+    """Tracking, smoothing and the per-person sequences of run_demo.
+
+    track: link people across frames (common.tracking.Tracker); smoothing: SmoothingSettings, or None for no
+    smoothing (needs tracking); fps: frames per second, for the filters' time steps."""
+
+    def __init__(self, track, smoothing, fps, max_missing=DEFAULT_MAX_MISSING):
+        if smoothing is not None and not track:
+            raise ValueError("smoothing needs tracking (a person's frames are known only through its track)")
+        self.tracker = Tracker(max_missing=max_missing) if track else None
+        self.smoothing, self.fps = smoothing, fps
+        self.smoothers, self.sequences = {}, {}
+
+    def ids(self, index, people):
+        if self.tracker is None:
+            return np.arange(len(people))
+        boxes = np.array([p.bbox for p in people], dtype=np.float64).reshape(-1, 4)
+        joints = np.array([p.joints for p in people], dtype=np.float64).reshape(len(people), 30, 3)
+        return self.tracker.update(index, boxes, joints)
+
+    def smooth(self, model, index, ids, pred, placed, focal, princpt):
+        """Replace the frame's poses, shapes, translations and the meshes and joints made from them by the
+        smoothed ones (in place)."""
+        if self.smoothing is None or not len(ids):
+            return
+        poses, betas, transl = [], [], []
+        for k, person_id in enumerate(ids):
+            smoother = self.smoothers.setdefault(int(person_id), SmplSmoother(self.smoothing))
+            outputs = smoother(index / self.fps, pred["smpl_pose"][k], pred["smpl_shape"][k], placed["cam_trans"][k])
+            for values, value in zip((poses, betas, transl), outputs):
+                values.append(value)
+        poses, betas, transl = np.stack(poses), np.stack(betas), np.stack(transl)
+        vertices, joints = body_model_outputs(model, poses, betas, transl)
+        pred["smpl_pose"], pred["smpl_shape"] = poses, betas
+        placed.update(cam_trans=transl, vertices=vertices, joints_3d=joints, joints_2d=project(joints, focal, princpt))
+
+    def record(self, index, ids, pred, placed, focal, princpt):
+        if self.tracker is None:
+            return
+        for k, person_id in enumerate(ids):
+            sequence = self.sequences.setdefault(int(person_id), {"frame_ids": [], "poses": [], "betas": [],
+                                                                   "transl": [], "focal": focal, "princpt": princpt})
+            sequence["frame_ids"].append(index)
+            sequence["poses"].append(pred["smpl_pose"][k])
+            sequence["betas"].append(pred["smpl_shape"][k])
+            sequence["transl"].append(placed["cam_trans"][k])
+
+    def write(self, out_dir):
+        """person<id>_smpl.npz per track; returns {id: path}."""
+        paths = {}
+        for person_id, seq in sorted(self.sequences.items()):
+            paths[person_id] = Path(out_dir) / f"person{person_id}_smpl.npz"
+            write_smpl_sequence(paths[person_id], seq["frame_ids"], np.stack(seq["poses"]), np.stack(seq["betas"]),
+                                np.stack(seq["transl"]), seq["focal"], seq["princpt"], fps=np.float64(self.fps))
+        return paths
+
+
 def run_demo(model, frames, people_per_frame, out_dir, *, device=None, batch_size=DEFAULT_BATCH_SIZE, focal=None,
-             side_view=False, video_path=None, fps=DEFAULT_VIDEO_FPS, num_frames=None, progress=True):
+             side_view=False, video_path=None, fps=DEFAULT_VIDEO_FPS, num_frames=None, progress=True, track=False,
+             smoothing=None, max_missing=DEFAULT_MAX_MISSING, mesh_formats=("obj",)):
     """JOTR on every person of every frame; writes the outputs listed in the module docstring.
 
     model: a JOTR (common.jotr), put in eval mode here; its crop camera (focal, princpt, input_img_shape,
-        output_hm_shape) and body_model.faces are used. frames: iterable of Frame. people_per_frame: a function
-        Frame -> [data.keypoints_io.Person2D], or a sequence of such lists aligned with frames.
+        output_hm_shape), body_model and joint_regressor are used. frames: iterable of Frame, in time order.
+        people_per_frame: a function Frame -> [data.keypoints_io.Person2D], or a sequence of such lists aligned
+        with frames.
     device: where the model runs (default: where its parameters are). batch_size: people per forward pass
         (people of consecutive frames are batched together). focal: the image camera's focal length in pixels
         (default sqrt(H^2 + W^2)); the principal point is the image centre. video_path: also write the overlays
-        as an mp4 there (fps frames per second). num_frames: for the progress bar.
-    Returns one dict per frame: name, num_people, overlay, side, objs, params_json, params_npz (paths).
+        as an H.264 mp4 there (fps frames per second). num_frames: for the progress bar.
+    track: link people across frames (ids in file names and colours; person<id>_smpl.npz per track). smoothing:
+        a common.smoothing.SmoothingSettings to smooth every track over time (needs track), or None.
+        max_missing: frames a track survives unseen. mesh_formats: any of 'obj', 'ply', 'glb'.
+    Returns one dict per frame: name, num_people, ids, overlay, side, objs, meshes, params_json, params_npz
+    (paths); with track, the last one also has tracks {id: npz path}.
     """
+    unknown = set(mesh_formats) - set(MESH_FORMATS)
+    if unknown:
+        raise DemoError(f"--mesh-formats: {', '.join(sorted(unknown))} unknown; choose from {', '.join(MESH_FORMATS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if device is None:
@@ -371,14 +491,15 @@ def run_demo(model, frames, people_per_frame, out_dir, *, device=None, batch_siz
             return next(people_lists)
     faces = np.asarray(model.body_model.faces, dtype=np.int64)
     crop_camera = (model.focal, model.princpt)
+    over_time = PeopleOverTime(track, smoothing, fps, max_missing)
     writer, summaries, pending = None, [], []
 
     def flush():
         nonlocal writer
-        inputs = [item for _, _, prepared in pending for item in prepared]
+        inputs = [item for _, _, _, prepared in pending for item in prepared]
         pred = predict(model, inputs, device, batch_size) if inputs else _empty_prediction()
         start = 0
-        for frame, people, prepared in pending:
+        for index, frame, people, prepared in pending:
             height, width = frame.image.shape[:2]
             cam_focal, princpt = default_image_camera(height, width)
             cam_focal = cam_focal if focal is None else (float(focal), float(focal))
@@ -387,28 +508,33 @@ def run_demo(model, frames, people_per_frame, out_dir, *, device=None, batch_siz
             bb2img = np.stack([item["bb2img"] for item in prepared]) if n else np.zeros((0, 2, 3))
             placed = place_in_image(mine, bb2img, *crop_camera, cam_focal, princpt)
             start += n
-            image, paths = write_frame(out_dir, frame, people, mine, placed, faces, cam_focal, princpt, side_view)
+            ids = over_time.ids(index, people)
+            over_time.smooth(model, index, ids, mine, placed, cam_focal, princpt)
+            over_time.record(index, ids, mine, placed, cam_focal, princpt)
+            image, paths = write_frame(out_dir, frame, people, mine, placed, faces, cam_focal, princpt, side_view,
+                                       ids, mesh_formats)
             if video_path is not None:
                 if writer is None:
-                    writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps),
-                                             (width, height))
-                    if not writer.isOpened():
-                        raise DemoError(f"cannot write the video {video_path} (OpenCV's mp4v encoder)")
-                writer.write(np.ascontiguousarray(image[..., ::-1]))
-            summaries.append({"name": frame.name, "num_people": n, **paths})
+                    writer = H264Writer(video_path, fps)
+                writer.write(image)
+            summaries.append({"name": frame.name, "num_people": n, "ids": [int(i) for i in ids], **paths})
         pending.clear()
 
     try:
-        for frame in tqdm(frames, total=num_frames, desc="demo", unit="frame", disable=not progress):
+        for index, frame in enumerate(tqdm(frames, total=num_frames, desc="demo", unit="frame",
+                                           disable=not progress)):
+            index = index if frame.video_index is None else frame.video_index
             people = people_for(frame)
             prepared = [prepare_person(frame.image, p, model.input_img_shape, model.output_hm_shape) for p in people]
-            pending.append((frame, people, prepared))
-            if sum(len(p) for _, p, _ in pending) >= batch_size or len(pending) >= batch_size:
+            pending.append((index, frame, people, prepared))
+            if sum(len(p) for _, _, p, _ in pending) >= batch_size or len(pending) >= batch_size:
                 flush()
         flush()
     finally:
         if writer is not None:
-            writer.release()
+            writer.close()
+    if track and summaries:
+        summaries[-1]["tracks"] = over_time.write(out_dir)
     return summaries
 
 
@@ -434,6 +560,11 @@ def run(args, cfg):
         raise DemoError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.focal is not None and not args.focal > 0:
         raise DemoError(f"--focal must be a positive focal length in pixels, got {args.focal}")
+    if args.max_missing < 0:
+        raise DemoError(f"--max-missing must be >= 0 frames, got {args.max_missing}")
+    # Tracking and smoothing default to on for videos only: a folder may hold unrelated photos.
+    smooth = media.kind == "video" if args.smooth is None else args.smooth
+    track = smooth or (media.kind == "video" if args.track is None else args.track)
     device = resolve_device(cfg.device)
     setup_cpu_process(cfg.reuse_cpu_memory)
     if args.keypoints:
@@ -452,7 +583,9 @@ def run(args, cfg):
     video_path = out_dir / f"{media.stem}_overlay.mp4" if media.kind == "video" else None
     summaries = run_demo(model, media, people_for, out_dir, device=device, batch_size=args.batch_size,
                          focal=args.focal, side_view=args.side_view, video_path=video_path,
-                         fps=media.fps or DEFAULT_VIDEO_FPS, num_frames=len(media) or None)
+                         fps=media.fps or DEFAULT_VIDEO_FPS, num_frames=len(media) or None, track=track,
+                         smoothing=SmoothingSettings() if smooth else None, max_missing=args.max_missing,
+                         mesh_formats=tuple(dict.fromkeys(f.strip() for f in args.mesh_formats.split(","))))
     people = sum(s["num_people"] for s in summaries)
     print(f"{len(summaries)} frame(s), {people} person(s); results in {out_dir}"
           + (f" (video {video_path.name})" if video_path else ""))
@@ -463,14 +596,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="an image, a folder of images or a video")
     parser.add_argument("--ckpt", default=DEFAULT_CKPT, help=f"model weights (default {DEFAULT_CKPT})")
-    parser.add_argument("--keypoints", help="COCO keypoints JSON, OpenPose JSON or folder of them (default: run "
-                                            "Keypoint R-CNN)")
+    parser.add_argument("--keypoints", help="2D poses: a COCO keypoints JSON (e.g. RTMPose / ViTPose / HigherHRNet "
+                                            "results: best in crowds and occlusion), a folder of OpenPose JSON, or "
+                                            "a 3DPW-style annotation file (default: run Keypoint R-CNN, fine for a "
+                                            "few separate people); see the list above and README '2D poses'")
     parser.add_argument("--out", help="output folder (default <output_dir>/demo/<input stem>)")
     parser.add_argument("--focal", type=float, help="image camera focal length in pixels (default sqrt(H^2 + W^2))")
     parser.add_argument("--side-view", action="store_true", help="also render the meshes turned by 90 degrees")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="people per forward pass")
     parser.add_argument("--det-threshold", type=float, default=KEYPOINT_RCNN_DEFAULT_THRESHOLD,
                         help="Keypoint R-CNN person score threshold")
+    parser.add_argument("--track", action=argparse.BooleanOptionalAction, default=None,
+                        help="link people across frames (default: on for videos, off for images and folders)")
+    parser.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
+                        help="smooth each tracked person over time; implies --track (default: on for videos)")
+    parser.add_argument("--max-missing", type=int, default=DEFAULT_MAX_MISSING,
+                        help=f"frames a tracked person may be unseen and keep its id (default {DEFAULT_MAX_MISSING})")
+    parser.add_argument("--mesh-formats", default="obj",
+                        help=f"mesh files per person and frame, comma-separated from {','.join(MESH_FORMATS)} "
+                             "(default obj)")
     add_config_args(parser)
     args = parser.parse_intermixed_args(argv)
     try:

@@ -10,6 +10,7 @@ from common.geometry import (
     rot6d_to_axis_angle,
     rot6d_to_rotmat,
     rotmat_to_axis_angle,
+    rotmat_to_rot6d,
 )
 
 
@@ -54,8 +55,7 @@ def test_rotmat_to_axis_angle_near_pi_and_identity():
 
 def test_rot6d_round_trip_and_gram_schmidt():
     mats = torch.from_numpy(random_rotations(100, seed=3).as_matrix())
-    six = mats[..., :2].reshape(100, 6)  # the first two columns, read row-major as the 3x2 matrix of the 6 numbers
-    np.testing.assert_allclose(rot6d_to_rotmat(six).numpy(), mats.numpy(), atol=1e-12)
+    np.testing.assert_allclose(rot6d_to_rotmat(rotmat_to_rot6d(mats)).numpy(), mats.numpy(), atol=1e-12)
     # Any 6-vector gives a proper rotation; its first column is the normalised first 3x2 column (x[0::2]).
     x = torch.randn(64, 6, dtype=torch.float64)
     r = rot6d_to_rotmat(x)
