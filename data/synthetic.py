@@ -29,8 +29,12 @@ z-buffer visibility of the 30 joints, occlusion ratios (hidden share of the amod
 by objects and by other people) and detector-like 2D poses (OpenPose-18 for 3DPW, COCO-17 for the crowd
 HigherHRNet file): projected joints plus Gaussian noise scaled with the person's height; occluded joints dropped
 or kept with low confidence and more noise; an occasional left/right swap; joints outside the image dropped.
-Extra fields (`synthetic` in each annotation) keep the noise-free OpenPose joints, the noise scale, swaps and
-occlusion numbers; the real loaders ignore them.
+With `detector_failures` (off by default), the test and crowd input poses also fail on hidden joints the way
+detectors do under occlusion (occlusion_failures: reported on the occluding person's joint or on the occluding
+object, missed, or the limb's left and right swapped; rates FAILURE_*); the training split has no input poses (its
+loader synthesises them from the ground truth), so only the evaluation changes.
+Extra fields (`synthetic` in each annotation) keep the noise-free OpenPose joints, the noise scale, swaps, failures
+and occlusion numbers; the real loaders ignore them.
 
 Determinism: image i of split s draws everything from np.random.default_rng([seed, s, i]), so changing a split's
 size keeps the earlier images. The same seed gives byte-identical files (geometry in numpy float64; JPEGs from the
