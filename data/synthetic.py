@@ -29,8 +29,12 @@ z-buffer visibility of the 30 joints, occlusion ratios (hidden share of the amod
 by objects and by other people) and detector-like 2D poses (OpenPose-18 for 3DPW, COCO-17 for the crowd
 HigherHRNet file): projected joints plus Gaussian noise scaled with the person's height; occluded joints dropped
 or kept with low confidence and more noise; an occasional left/right swap; joints outside the image dropped.
-Extra fields (`synthetic` in each annotation) keep the noise-free OpenPose joints, the noise scale, swaps and
-occlusion numbers; the real loaders ignore them.
+With `detector_failures` (off by default), the test and crowd input poses also fail on hidden joints the way
+detectors do under occlusion (occlusion_failures: reported on the occluding person's joint or on the occluding
+object, missed, or the limb's left and right swapped; rates FAILURE_*); the training split has no input poses (its
+loader synthesises them from the ground truth), so only the evaluation changes.
+Extra fields (`synthetic` in each annotation) keep the noise-free OpenPose joints, the noise scale, swaps, failures
+and occlusion numbers; the real loaders ignore them.
 
 Determinism: image i of split s draws everything from np.random.default_rng([seed, s, i]), so changing a split's
 size keeps the earlier images. The same seed gives byte-identical files (geometry in numpy float64; JPEGs from the
@@ -396,6 +400,7 @@ class Person:
     joints_img: np.ndarray = None  # (30, 2) pixels
     in_image: np.ndarray = None  # (30,) bool
     visible: np.ndarray = None  # (30,) bool: inside the image and not hidden by another surface
+    hidden_by: np.ndarray = None  # (30,) int: the scene layer in front of a hidden joint (render_scene), else -1
     bbox: np.ndarray = None  # (4,) amodal tight box xywh, clipped to the image
     amodal_area: int = 0
     occlusion: float = 0.0  # 1 - visible / amodal pixels
@@ -789,8 +794,9 @@ def render_scene(rng, camera, people, occluders, bodies):
 
     Each person is rendered alone (its amodal silhouette and depth), the objects together; the z-buffer of the
     scene is the per-pixel nearest of these layers, so the composite equals rendering everything at once.
-    Fills each Person's joints_img, in_image, visible, bbox, amodal_area and occlusion numbers.
-    Returns the (H, W, 3) uint8 RGB image."""
+    Fills each Person's joints_img, in_image, visible, hidden_by, bbox, amodal_area and occlusion numbers.
+    Returns the (H, W, 3) uint8 RGB image and the (H, W) int map of the layer in front at each pixel: person k
+    (index in `people`), len(people) for the objects, -1 for the background."""
     height, width = camera.size
     ambient = rng.uniform(0.3, 0.5)
     layers = [_render_person(p, bodies.layers[p.gender].faces, bodies.face_regions[p.gender], camera, ambient)
@@ -837,7 +843,8 @@ def render_scene(rng, camera, people, occluders, bodies):
         hidden_joint = (in_front >= 0) & (in_front != k) & \
             (nearest[rows, cols] < person.joints[:, 2] - VISIBILITY_MARGIN)
         person.visible = person.in_image & ~hidden_joint
-    return image
+        person.hidden_by = np.where(person.in_image & hidden_joint, in_front, -1)
+    return image, winner
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -886,6 +893,68 @@ def detector_pose(rng, person, joint_indices, names, image_size):
     return out, {"noise_sigma_px": float(sigma), "swapped": sorted(int(i) for i in swapped)}
 
 
+# Detector failures under occlusion (generate(detector_failures=True)): how real 2D detectors fail on a joint they
+# cannot see, applied on top of detector_pose to every joint inside the image but hidden by another surface. The
+# rates are documented choices, not measured detector statistics; they follow the kinds of error PoseFix's taxonomy
+# (data.posefix) counts, made to depend on what actually hides the joint.
+FAILURE_ONTO_OCCLUDER = 0.3  # the hidden joint is reported on what hides it: the occluding person's joint of the
+#                              same name, or a point of the occluding object within FAILURE_RADIUS of the joint
+FAILURE_MISSED = 0.4  # else with this probability it is not reported at all (confidence 0); otherwise detector_pose's
+#                       output stays (itself dropped or low-confidence and noisy)
+FAILURE_SWAP = 0.3  # per arm / leg with a hidden joint on either side: its left and right chains swap
+FAILURE_RADIUS = 0.15  # x the person's box height
+FAILURE_CONFIDENCE = (0.3, 0.8)  # a wrong detection's confidence: detectors are confident about what they do see
+FAILURE_STREAM = 1  # last entry of the failures' own random stream (seed, split, image, FAILURE_STREAM)
+_LIMBS = (("Shoulder", "Elbow", "Wrist"), ("Hip", "Knee", "Ankle"))
+
+
+def occlusion_failures(rng, pose, person, people, front_layer, joint_indices, names):
+    """Detector failures of `pose` ((J, 3) x, y pixels, confidence; detector_pose's output for `person`, joints
+    `joint_indices` of SMPL30 named `names`) on the joints another surface hides: reported on the occluder (another
+    person's same joint, a point of the object), missed, or left/right swapped (FAILURE_* rates). people: the scene's
+    people; front_layer: render_scene's layer map. Returns the new pose and {'onto_person', 'onto_object', 'missed',
+    'swapped': joint indices}."""
+    pose = pose.copy()
+    height, width = front_layer.shape
+    hidden_by = person.hidden_by[joint_indices]
+    radius = max(2.0, FAILURE_RADIUS * person.bbox[3])
+    record = {"onto_person": [], "onto_object": [], "missed": [], "swapped": []}
+    for j in np.flatnonzero(hidden_by >= 0):
+        draw = rng.random()
+        target, kind = None, None
+        if draw < FAILURE_ONTO_OCCLUDER:
+            layer = int(hidden_by[j])
+            if layer < len(people):
+                other = people[layer]
+                if other.in_image[joint_indices[j]]:
+                    target, kind = other.joints_img[joint_indices[j]], "onto_person"
+            else:
+                x, y = person.joints_img[joint_indices[j]]
+                x0, y0 = int(max(0, x - radius)), int(max(0, y - radius))
+                rows, cols = np.nonzero(front_layer[y0:int(min(height, y + radius + 1)),
+                                                    x0:int(min(width, x + radius + 1))] == layer)
+                near = np.hypot(cols + x0 - x, rows + y0 - y) <= radius
+                if near.any():
+                    pick = rng.integers(near.sum())
+                    target, kind = np.array([cols[near][pick] + x0, rows[near][pick] + y0], float), "onto_object"
+        if target is not None:
+            pose[j] = [*target, rng.uniform(*FAILURE_CONFIDENCE)]
+            record[kind].append(int(j))
+        elif draw < FAILURE_ONTO_OCCLUDER + FAILURE_MISSED:
+            pose[j] = 0
+            record["missed"].append(int(j))
+    pairs = flip_pairs(names)
+    for limb in _LIMBS:
+        chain = [(a, b) for a, b in pairs if names[a][2:] in limb]
+        if any(hidden_by[a] >= 0 or hidden_by[b] >= 0 for a, b in chain) and rng.random() < FAILURE_SWAP:
+            for a, b in chain:
+                pose[[a, b]] = pose[[b, a]]
+                record["swapped"] += [int(a), int(b)]
+    outside = (pose[:, 0] < 0) | (pose[:, 0] > width - 1) | (pose[:, 1] < 0) | (pose[:, 1] > height - 1)
+    pose[outside | (pose[:, 2] == 0)] = 0
+    return pose, {k: sorted(v) for k, v in record.items()}
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Scenes
 
@@ -896,6 +965,7 @@ class Scene:
     camera: Camera
     people: list  # Person
     occluders: list  # Occluder
+    front_layer: np.ndarray  # (H, W) int: person index, len(people) for the objects, -1 background (render_scene)
 
 
 def make_scene(rng, bodies, split, image_size=DEFAULT_IMAGE_SIZE, max_attempts=50):
@@ -914,13 +984,13 @@ def make_scene(rng, bodies, split, image_size=DEFAULT_IMAGE_SIZE, max_attempts=5
                 seat = _seat(rng, camera, person)
                 if seat is not None:
                     occluders.append(seat)
-        image = render_scene(rng, camera, people, occluders, bodies)
+        image, front_layer = render_scene(rng, camera, people, occluders, bodies)
         for person in people:
             visible_joints = int(person.visible[_OPENPOSE_IN_SMPL30].sum())
             person.annotated = bool(person.occlusion <= spec.max_occlusion and visible_joints >= spec.min_visible_joints
                                     and person.bbox[2] > 1 and person.bbox[3] > 1)
         if any(p.annotated for p in people):
-            return Scene(image, camera, people, occluders)
+            return Scene(image, camera, people, occluders, front_layer)
     raise RuntimeError(f"no {split} scene with an annotatable person after {max_attempts} attempts")
 
 
@@ -945,9 +1015,14 @@ def _synthetic_fields(person):
     }
 
 
-def pw3d_annotation(rng, person, ann_id, image_id, image_size):
-    """One 3DPW-format annotation (the fields data.pw3d reads, plus `synthetic`)."""
+def pw3d_annotation(rng, person, ann_id, image_id, image_size, failures=None):
+    """One 3DPW-format annotation (the fields data.pw3d reads, plus `synthetic`). failures: None, or (random
+    generator, scene) to add occlusion_failures to the OpenPose result."""
     openpose, noise = detector_pose(rng, person, _OPENPOSE_IN_SMPL30, OPENPOSE18, image_size)
+    if failures is not None:
+        failure_rng, scene = failures
+        openpose, noise["occlusion_failures"] = occlusion_failures(
+            failure_rng, openpose, person, scene.people, scene.front_layer, _OPENPOSE_IN_SMPL30, OPENPOSE18)
     extra = _synthetic_fields(person)
     extra["openpose_noise"] = noise
     return {
@@ -1004,13 +1079,18 @@ def _scene_fields(scene, annotated):
 # Splits
 
 
-def _write_pw3d_split(out, split, indices, seed, bodies, image_size, log):
-    """Images `indices` of a 3DPW-style split (files written); returns (images, annotations, hhrnet results)."""
+def _write_pw3d_split(out, split, indices, seed, bodies, image_size, log, detector_failures=False):
+    """Images `indices` of a 3DPW-style split (files written); returns (images, annotations, hhrnet results).
+    detector_failures: add occlusion_failures to the input poses, drawn from their own random stream so that the
+    images, ground truth and other noise stay what they are without them."""
     spec = SPLITS[split]
     images, annotations, hhrnet = [], [], {}
     for done, index in enumerate(indices, 1):
         rng = np.random.default_rng([seed, spec.split_id, index])
         scene = make_scene(rng, bodies, split, image_size)
+        failures = None
+        if detector_failures:
+            failures = (np.random.default_rng([seed, spec.split_id, index, FAILURE_STREAM]), scene)
         if split == "crowd":
             image_id = CROWD_IMAGE_ID_OFFSET + index + 1
             sequence = CROWD_SEQUENCES[index % 2]
@@ -1026,10 +1106,13 @@ def _write_pw3d_split(out, split, indices, seed, bodies, image_size, log):
         for k, person in enumerate(scene.people):
             if not person.annotated:
                 continue
-            ann = pw3d_annotation(rng, person, image_id * 10 + k, image_id, image_size)
+            ann = pw3d_annotation(rng, person, image_id * 10 + k, image_id, image_size, failures)
             annotations.append(ann)
             if split == "crowd":
                 coco, noise = detector_pose(rng, person, _COCO_IN_SMPL30, COCO17, image_size)
+                if failures is not None:
+                    coco, noise["occlusion_failures"] = occlusion_failures(
+                        failures[0], coco, person, scene.people, scene.front_layer, _COCO_IN_SMPL30, COCO17)
                 hhrnet[str(ann["id"])] = {"coco_joints": _round(coco, 4), "synthetic_noise": noise}
         if log and done % 200 == 0:
             log(f"{split}: {done}/{len(indices)} images")
@@ -1090,10 +1173,10 @@ CHUNK_IMAGES = 100  # images per task of a parallel run
 
 def _render_chunk(task, bodies):
     """One chunk of images (files written): the results of _write_train_split or _write_pw3d_split."""
-    out, split, indices, seed, image_size = task
+    out, split, indices, seed, image_size, detector_failures = task
     if split == "train":
         return _write_train_split(out, indices, seed, bodies, image_size, None)
-    return _write_pw3d_split(out, split, indices, seed, bodies, image_size, None)
+    return _write_pw3d_split(out, split, indices, seed, bodies, image_size, None, detector_failures)
 
 
 _worker_bodies = None  # a worker process's body models, loaded once by _init_worker
@@ -1113,11 +1196,11 @@ def _chunk_in_worker(task):
     return _render_chunk(task, _worker_bodies)
 
 
-def _render_chunks(out, sizes, seed, image_size, workers, log):
+def _render_chunks(out, sizes, seed, image_size, workers, log, detector_failures=False):
     """Every split's images, in `workers` processes (1 = here). Each image draws from its own RNG stream
     (seed, split, index), so the output does not depend on how the images are shared out. Returns
     {split: list of the chunks' results in index order}."""
-    tasks = [(out, split, list(range(start, min(start + CHUNK_IMAGES, n))), seed, image_size)
+    tasks = [(out, split, list(range(start, min(start + CHUNK_IMAGES, n))), seed, image_size, detector_failures)
              for split, n in sizes.items() for start in range(0, n, CHUNK_IMAGES)]
     by_split = {split: [] for split in sizes}
     with contextlib.ExitStack() as stack:
@@ -1128,7 +1211,7 @@ def _render_chunks(out, sizes, seed, image_size, workers, log):
             pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=context, initializer=_init_worker, initargs=(out,)))
             results = pool.map(_chunk_in_worker, tasks)
-        for (_, split, indices, _, _), result in zip(tasks, results):
+        for (_, split, indices, *_), result in zip(tasks, results):
             by_split[split].append(result)
             if log:
                 log(f"{split}: {indices[-1] + 1}/{sizes[split]} images")
@@ -1150,10 +1233,10 @@ def _merge(chunks):
 # Entry points
 
 
-def _settings(seed, n_train, n_test, n_crowd, image_size):
+def _settings(seed, n_train, n_test, n_crowd, image_size, detector_failures):
     return {"generator": GENERATOR_NAME, "generator_version": GENERATOR_VERSION, "seed": int(seed),
             "sizes": {"train": int(n_train), "test": int(n_test), "crowd": int(n_crowd)},
-            "image_size": [int(image_size[0]), int(image_size[1])]}
+            "image_size": [int(image_size[0]), int(image_size[1])], "detector_failures": bool(detector_failures)}
 
 
 _OUTPUTS = ("body_models", "3DPW", "MuCo")
@@ -1185,7 +1268,7 @@ def _prepare(out, manifest):
 
 
 def generate(out_dir, seed=0, n_train=2000, n_test=500, n_crowd=100, image_size=DEFAULT_IMAGE_SIZE, force=False,
-             log=None, workers=1):
+             log=None, workers=1, detector_failures=False):
     """Write the synthetic data directory `out_dir` (module docstring) and return its manifest.
 
     n_train / n_test / n_crowd: images per split (train: one annotated person each; test and crowd: every
@@ -1193,9 +1276,11 @@ def generate(out_dir, seed=0, n_train=2000, n_test=500, n_crowd=100, image_size=
     settings (manifest match), nothing is regenerated unless `force`. A directory with a body_models/, 3DPW/ or
     MuCo/ that this generator did not write is refused. `log`: optional callable(str) for progress messages.
     workers: processes rendering images in parallel (the output is the same for any number).
+    detector_failures: the test and crowd input poses also fail on hidden joints as detectors do
+    (occlusion_failures: reported on the occluder, missed, left/right swapped); images and ground truth unchanged.
     """
     out = pathlib.Path(out_dir)
-    settings = _settings(seed, n_train, n_test, n_crowd, image_size)
+    settings = _settings(seed, n_train, n_test, n_crowd, image_size, detector_failures)
     manifest = read_manifest(out)
     if manifest is not None and not force and manifest.get("complete") and \
             all(manifest.get(k) == v for k, v in settings.items()):
@@ -1210,7 +1295,7 @@ def generate(out_dir, seed=0, n_train=2000, n_test=500, n_crowd=100, image_size=
     counts = {}
 
     sizes = {"test": n_test, "crowd": n_crowd, "train": n_train}
-    chunks = _render_chunks(out, sizes, seed, image_size, workers, log)
+    chunks = _render_chunks(out, sizes, seed, image_size, workers, log, detector_failures)
     test_images, test_anns, _ = _merge(chunks["test"]) if n_test else ([], [], {})
     pw3d = out / "3DPW"
     files = {

@@ -15,7 +15,7 @@ from tools import bench
 # One thread: the tests check function, not speed, and two threads on a busy two-core machine are many times slower.
 QUICK = ["--quick", "--threads", "1", "--steps", "2", "--warmup", "1"]
 CRITERIA = ["forward_fp32_fraction_of_ceiling", "forward_bf16_speedup", "train_step_fraction_of_ceiling",
-            "contrastive_step_ratio", "data_worker_vs_train_step"]
+            "contrastive_step_ratio", "data_worker_vs_train_step", "embedded_step_fraction_of_ceiling"]
 
 
 def positive(value):
@@ -61,6 +61,8 @@ def test_json_holds_every_section_and_the_acceptance_block(full_run):
     # Like the entry points, the benchmark keeps freed memory for reuse where the C library allows it.
     assert stored["reuse_cpu_memory"] is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
     assert [c["name"] for c in stored["acceptance"]] == CRITERIA
+    assert set(stored["cpu"]["isa"]) == {"AVX2", "AVX-512", "AVX-512 BF16", "AMX", "AMX BF16"}
+    assert stored["cpu"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 @pytest.mark.slow
@@ -124,6 +126,15 @@ def test_train_step_variants(full_run):
 
 
 @pytest.mark.slow
+def test_embedded_step_runs_the_presets_step(full_run):
+    step = full_run[1]["sections"]["embedded_step"]
+    # make demo's configuration: its network and amp dtype (the batch is --batch under --quick).
+    assert (step["preset"], step["amp"], step["ceiling_dtype"], step["batch"]) == ("embedded", "bf16", "bfloat16", 2)
+    assert step["model"]["resnet_type"] == 18 and step["model"]["input_img_shape"] == [128, 128]
+    assert step["step_s"] == pytest.approx(statistics.median(step["all_step_s"]))
+    assert len(step["reference_gflops"]) == len(step["all_step_s"]) == 2
+
+
 def test_data_and_eval_throughput(full_run):
     sections = full_run[1]["sections"]
     data = sections["data"]

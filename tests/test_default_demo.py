@@ -21,16 +21,47 @@ def first_run(tmp_path_factory):
 @pytest.mark.slow
 def test_results_per_subset_beside_the_baseline(first_run):
     root, _ = first_run
-    results = json.loads((root / "out" / "embedded" / "results.json").read_text())
+    stored = json.loads((root / "out" / "embedded" / "results.json").read_text())
+    results = stored["test_sets"]
     assert set(results) == {"3dpw", "3dpw-oc", "3dpw-pc", "3dpw-crowd"}
     test_people = len(json.loads((root / "synthetic" / "3DPW" / "3DPW_latest_test.json").read_text())["annotations"])
     assert results["3dpw"]["model"]["n"] == results["3dpw"]["baseline"]["n"] == test_people
     for entry in results.values():
-        for label in ("model", "baseline"):
+        for label in ("model", "baseline", "model_blanked_image"):
             assert set(entry[label]) == {"mpjpe", "pa_mpjpe", "mpvpe", "n"}
             assert 0 < entry[label]["pa_mpjpe"] <= entry[label]["mpjpe"]
+        assert entry["model_blanked_image"]["n"] == entry["model"]["n"]
+    # The preset gates the image; the gate's value and what "blanked" means are stored beside the numbers.
+    assert isinstance(stored["image_use"]["gate"], float) and stored["image_use"]["blanked_image"]
+    assert all(0 <= c <= 1 for c in stored["image_use"]["blanked_fill_rgb"])
+    assert stored["machine"]["cpu_model"] and "AVX-512 BF16" in stored["machine"]["isa"]
+    stages = stored["timing"]["stage_seconds"]
+    assert {"data_generation", "training", "evaluation", "blanked_image_evaluation", "overlays"} <= set(stages)
+    assert all(seconds >= 0 for seconds in stages.values())
+    assert sum(stages.values()) <= stored["timing"]["total_seconds"]
     overlays = list((root / "out" / "embedded" / "overlays").rglob("*_overlay.png"))
     assert overlays
+
+
+def test_blanking_removes_every_image_difference():
+    """Two different images give the same prediction once blanked: the model sees only the fill colour."""
+    from main.default_demo import BlankedImage
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        joint_regressor = torch.zeros(1, 3)
+
+        def forward(self, img, joints, joints_mask, bbox=None):
+            seen.append(img.clone())
+            return img.mean()
+
+    blanked = BlankedImage(Recorder(), [0.2, 0.4, 0.6])
+    joints, mask = torch.zeros(2, 30, 2), torch.ones(2, 30, 1)
+    blanked(torch.rand(2, 3, 8, 8), joints, mask)
+    blanked(torch.rand(2, 3, 8, 8), joints, mask)
+    assert torch.equal(seen[0], seen[1]) and seen[0].shape == (2, 3, 8, 8)
+    torch.testing.assert_close(seen[0][1, :, 5, 3], torch.tensor([0.2, 0.4, 0.6]))
 
 
 @pytest.mark.slow

@@ -291,3 +291,33 @@ def test_deterministic_reusable_and_safe(tmp_path, monkeypatch):
     (tmp_path / "real" / "3DPW").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="refusing"):
         generate(tmp_path / "real", **sizes)
+
+
+@pytest.mark.filterwarnings("ignore:.*hold no person")
+def test_detector_failures_change_only_hidden_joints_of_the_input_poses(tmp_path, monkeypatch):
+    """With detector_failures the images and ground truth stay byte-identical; the input poses change only on
+    joints another surface hides (and on their twins when a limb swaps), and every kind of failure occurs."""
+    monkeypatch.setattr(synthetic, "FAILURE_ONTO_OCCLUDER", 0.6)  # more failures of each kind in a few images
+    sizes = {"n_train": 1, "n_test": 12, "n_crowd": 2}
+    plain = generate(tmp_path / "plain", seed=5, **sizes)
+    failing = generate(tmp_path / "failing", seed=5, detector_failures=True, **sizes)
+    assert failing["detector_failures"] and not plain["detector_failures"]
+    files_plain, files_failing = _files(tmp_path / "plain"), _files(tmp_path / "failing")
+    assert [p for p in files_plain if files_plain[p] != files_failing[p]] and all(
+        files_plain[p] == files_failing[p] for p in files_plain if p.suffix == ".jpg" or p.parts[0] == "MuCo")
+    kinds = {"onto_person": 0, "onto_object": 0, "missed": 0, "swapped": 0}
+    for name in ("3DPW_latest_test.json", "3DPW_latest_validation.json"):
+        before = {a["id"]: a for a in _load(tmp_path / "plain" / "3DPW" / name)["annotations"]}
+        for ann in _load(tmp_path / "failing" / "3DPW" / name)["annotations"]:
+            old = before[ann["id"]]
+            assert ann["smpl_param"] == old["smpl_param"] and ann["bbox"] == old["bbox"]
+            record = ann["synthetic"]["openpose_noise"]["occlusion_failures"]
+            new_pose, old_pose = (np.reshape(a["openpose_result"], (18, 3)) for a in (ann, old))
+            changed = np.flatnonzero(np.any(new_pose != old_pose, axis=1))
+            visible = np.array(ann["synthetic"]["joints_visible"], bool)[OPENPOSE_IDX]
+            # Only hidden joints fail; a swap also moves the visible twin of a hidden joint.
+            assert set(changed) <= set(np.flatnonzero(~visible)) | set(record["swapped"])
+            assert not (set(record["onto_person"]) | set(record["onto_object"])) & set(np.flatnonzero(visible))
+            for kind in kinds:
+                kinds[kind] += len(record[kind])
+    assert all(count > 0 for count in kinds.values()), kinds

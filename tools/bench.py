@@ -2,7 +2,8 @@
 dataset download, no real body model needed).
 
     python -m tools.bench [--batch 8] [--steps 5] [--warmup 2] [--device auto] [--threads N] [--quick] [--compile]
-                          [--sections machine,forward,train_step,data,eval] [--output output/bench/bench.json]
+                          [--sections machine,forward,train_step,embedded_step,data,eval]
+                          [--output output/bench/bench.json]
 
 Sections (one function each in SECTIONS; they run in that order, whatever the order given to --sections):
   machine     the device's own ceilings: float32 and bf16 matrix-multiply GFLOP/s (2 n^3 FLOPs per n x n product;
@@ -22,6 +23,11 @@ Sections (one function each in SECTIONS; they run in that order, whatever the or
               step time, images/s and the step's peak memory; the contrastive ratio (median over rounds of the
               with / without step times), 3 x forward FLOPs x batch / step time and its fraction of the ceiling,
               and the contrastive losses' own forward + backward time.
+  embedded_step  the training step of `make demo`'s model (main/configs/embedded.yaml: its network, its batch --
+              --batch with --quick --, its amp dtype, contrastive terms and gradient clipping), as main.train runs it;
+              FLOPs counted as for train_step (3 x the float32 forward's FLOPs x batch); its median step time,
+              images/s, GFLOP/s and the fraction of the matmul ceiling of its amp dtype (bf16: the machine section's
+              bf16 ceiling, and paired with a bf16 matmul timed in the same rounds).
   data        samples/s of one process building items as one DataLoader worker does (torch and OpenCV limited to
               one thread, as in a worker on one core), for the MuCo-format training split (data.muco.MuCo, with
               augmentation) and the 3DPW-format test set (data.pw3d.PW3D), on a small set written by
@@ -30,6 +36,9 @@ Sections (one function each in SECTIONS; they run in that order, whatever the or
               thread limits). Real MuCo / 3DPW images are larger than the synthetic ones, so their JPEG decoding
               costs more than here.
   eval        common.metrics.mesh_metrics on a batch of random meshes (the test batch size): samples/s.
+
+The machine's CPU (model name, AVX-512 / AVX-512 BF16 / AMX, PyTorch's kernel ISA: common.speed.machine_kind) is
+printed first and stored as `cpu`: the same code reaches different fractions of the ceiling on different CPU kinds.
 
 Then an "acceptance" block: the speed targets, each computed from the numbers stored above (a criterion whose
 sections did not run is "not measured"). The two fractions of the float32 ceiling are paired: the ceiling's matmul
@@ -57,7 +66,7 @@ measured (null).
 The model's body model is the parity fixture's random SMPL-layout model (tools/parity_fixture.py), written to a
 temporary directory, so the benchmark runs anywhere. `--quick` uses a small model (ResNet-18, narrow transformer,
 128 x 128 crop) and tiny sizes, for smoke tests. Results are printed as tables and written atomically to
-output/bench/bench.json: {created, device, torch, threads, reuse_cpu_memory, machine, quick, batch, steps, warmup,
+output/bench/bench.json: {created, device, torch, threads, reuse_cpu_memory, machine, cpu, quick, batch, steps, warmup,
 compile, sections: {name: the section's numbers + section_s}, acceptance: [{name, criterion, value, op, threshold,
 pass}]};
 each median is stored with the per-round times it comes from, so every ratio can be recomputed from the file.
@@ -87,15 +96,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common.body_model import joint_regressor_30, load_smpl
-from common.engine import TrainingObjective, build_optimizer
+from common.engine import AMP_DTYPES, TrainingObjective, build_optimizer
 from common.losses import JointContrastiveLoss, supervised_losses
 from common.metrics import mesh_metrics
-from common.speed import compile_model, fuse_conv_bn, set_channels_last, setup_cpu_process
+from common.speed import compile_model, fuse_conv_bn, machine_kind, set_channels_last, setup_cpu_process
 from data.muco import MuCo
 from data.pw3d import PW3D
 from data.synthetic import DEFAULT_IMAGE_SIZE, generate, measure_speed
 from main.build import build_body_model, build_h36m_regressor, build_joint_regressor, build_model, resolve_device
-from main.config import Config
+from main.config import Config, load_config
 from tools.check_parity import write_body_model_files
 from tools.parity_fixture import body_model as random_body_model
 
@@ -130,6 +139,16 @@ def bench_config(body_model_dir, quick):
                               j_regressor_extra_path=str(body_model_dir / "J_regressor_extra.npy"),
                               j_regressor_h36m_path=str(body_model_dir / "J_regressor_h36m_correct.npy"))
     return dataclasses.replace(cfg, **QUICK_MODEL) if quick else cfg
+
+
+EMBEDDED_PRESET = "embedded"  # make demo's configuration (main/configs/embedded.yaml)
+
+
+def embedded_config(cfg):
+    """The embedded preset with the benchmark's body-model files (those of `cfg`)."""
+    return load_config(EMBEDDED_PRESET, [f"smpl_dir={cfg.smpl_dir}",
+                                         f"j_regressor_extra_path={cfg.j_regressor_extra_path}",
+                                         f"j_regressor_h36m_path={cfg.j_regressor_h36m_path}"])
 
 
 def model_summary(cfg):
@@ -281,17 +300,19 @@ REFERENCE_REPEATS = 3  # back-to-back products per reference call; the round's c
 
 
 class ReferenceMatmul:
-    """The float32 matmul that sets the ceiling (the machine section's best size; the largest size if that section
-    did not run), for timing among a section's variants: each call runs REFERENCE_REPEATS products back to back and
-    records the fastest one's GFLOP/s in `rates`. Its first product after a forward pass or training step runs
-    slower than the machine can (up to 20 % here), so a ceiling from single products would flatter every ratio."""
+    """The matmul that sets the ceiling (float32 unless `dtype_name` says otherwise; the machine section's best size;
+    the largest size if that section did not run), for timing among a section's variants: each call runs
+    REFERENCE_REPEATS products back to back and records the fastest one's GFLOP/s in `rates`. Its first product after
+    a forward pass or training step runs slower than the machine can (up to 20 % here), so a ceiling from single
+    products would flatter every ratio."""
 
-    def __init__(self, args, device, done):
-        size = done["machine"]["matmul"]["float32"]["best_size"] if "machine" in done else \
+    def __init__(self, args, device, done, dtype_name="float32"):
+        size = done["machine"]["matmul"][dtype_name]["best_size"] if "machine" in done else \
             (QUICK_MATMUL_SIZES if args.quick else MATMUL_SIZES)[-1]
         gen = torch.Generator().manual_seed(args.seed)
-        self.a, self.b = (torch.rand(size, size, generator=gen).to(device) for _ in range(2))
-        self.out = torch.empty(size, size, device=device)
+        dtype = DTYPES[dtype_name] or torch.float32
+        self.a, self.b = (torch.rand(size, size, generator=gen).to(device=device, dtype=dtype) for _ in range(2))
+        self.out = torch.empty(size, size, device=device, dtype=dtype)
         self.flops, self.device, self.rates = 2 * size**3, device, []
 
     def __call__(self):
@@ -310,8 +331,12 @@ def paired_fraction(flops, times, reference_gflops):
 
 
 def _float32_ceiling(done):
+    return _ceiling(done, "float32")
+
+
+def _ceiling(done, dtype_name):
     machine = done.get("machine")
-    return None if machine is None else machine["matmul"]["float32"]["best_gflops"]
+    return None if machine is None else machine["matmul"][dtype_name]["best_gflops"]
 
 
 def _fraction(value, ceiling):
@@ -530,6 +555,68 @@ def bench_train_step(cfg, args, device, done):
     return result, table
 
 
+def bench_embedded_step(cfg, args, device, done):
+    embedded = embedded_config(cfg)
+    batch = args.batch if args.quick else embedded.train_batch_size
+    amp_dtype = AMP_DTYPES[embedded.amp]
+    dtype_name = {None: "float32", torch.bfloat16: "bfloat16"}.get(amp_dtype)
+    if dtype_name is None:
+        raise ValueError(f"embedded_step: the preset's amp={embedded.amp!r} has no matmul ceiling here (float32, bf16)")
+    torch.manual_seed(args.seed)
+    model = build_model(embedded).to(device).train()
+    contrastive = None
+    if embedded.with_contrastive:
+        contrastive = JointContrastiveLoss(embedded.intra_anchors, embedded.intra_positives, embedded.intra_negatives,
+                                           embedded.inter_anchors, embedded.inter_positives, embedded.inter_negatives,
+                                           embedded.nce_temperature, embedded.output_hm_shape)
+    # What main.train builds: the objective with its loss weights and the optimiser groups.
+    objective = TrainingObjective(model, contrastive, embedded.intra_weight, embedded.inter_weight,
+                                  embedded.output_hm_shape, seed=args.seed,
+                                  loss_multipliers=embedded.loss_multipliers).to(device)
+    optimizer = build_optimizer(objective, embedded.lr, embedded.lr_backbone, embedded.weight_decay,
+                                embedded.lr_transformer)
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    inputs, targets, meta = random_batch(embedded, batch, device, torch.Generator().manual_seed(args.seed))
+
+    def step():
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            total, _ = objective(inputs, targets, meta)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if embedded.max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(parameters, embedded.max_norm)
+        optimizer.step()
+
+    with torch.no_grad():  # counted in float32, as every other section counts
+        flops = count_flops(lambda: model(inputs["img"], inputs["joints"], inputs["joints_mask"]))
+    reference = ReferenceMatmul(args, device, done, dtype_name)
+    name = f"embedded step ({embedded.amp})"
+    wall, cpu = time_interleaved({name: step, REFERENCE: reference}, args.warmup, args.steps, device)
+    reference_gflops = reference.round_rates(args.steps)
+    step_s = statistics.median(wall[name])
+    gflops = 3 * flops["total"] / step_s / 1e9
+    isa = machine_kind()["isa"]
+    result = {
+        "preset": EMBEDDED_PRESET, "model": model_summary(embedded), "batch": batch, "amp": embedded.amp,
+        "ceiling_dtype": dtype_name, "with_contrastive": embedded.with_contrastive, "max_norm": embedded.max_norm,
+        "forward_flops_per_image": flops["total"] / batch, "step_s": step_s, "min_step_s": min(wall[name]),
+        "cpu_s": statistics.median(cpu[name]), "images_per_s": batch / step_s, "gflops": gflops,
+        "fraction_of_ceiling": _fraction(gflops, _ceiling(done, dtype_name)),
+        "paired_fraction": paired_fraction(3 * flops["total"], wall[name], reference_gflops),
+        "reference_gflops": reference_gflops, "all_step_s": wall[name], "all_cpu_s": cpu[name],
+        # Whether the CPU computes bf16 products natively (AVX-512 BF16 or AMX); the bf16 target applies only there.
+        "bf16_hardware": device.type == "cpu" and bool(isa["AVX-512 BF16"] or isa["AMX BF16"]),
+    }
+    table = [f"embedded_step: {EMBEDDED_PRESET} preset, ResNet-{embedded.resnet_type}, "
+             f"{tuple(embedded.input_img_shape)} crop, batch {batch}, amp {embedded.amp}, {device}, "
+             f"{args.steps} rounds; "
+             f"3 x {flops['total'] / batch / 1e9:.2f} GFLOP/image forward",
+             f"  step {step_s:.3f} s median ({result['min_step_s']:.3f} min), {result['images_per_s']:.1f} images/s, "
+             f"{gflops:.1f} GFLOP/s = {_fmt(result['fraction_of_ceiling'], '.2f')} of the {dtype_name} ceiling; "
+             f"{result['paired_fraction']:.3f} of the {dtype_name} matmul timed in the same rounds"]
+    return result, table
+
+
 def bench_data(cfg, args, device, done):
     sizes = QUICK_DATA_SIZES if args.quick else DATA_SIZES
     with tempfile.TemporaryDirectory(prefix="jotr_bench_data_") as folder, warnings.catch_warnings():
@@ -605,8 +692,8 @@ def bench_eval(cfg, args, device, done):
     return result, table
 
 
-SECTIONS = {"machine": bench_machine, "forward": bench_forward, "train_step": bench_train_step, "data": bench_data,
-            "eval": bench_eval}
+SECTIONS = {"machine": bench_machine, "forward": bench_forward, "train_step": bench_train_step,
+            "embedded_step": bench_embedded_step, "data": bench_data, "eval": bench_eval}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -629,15 +716,22 @@ CRITERIA = (
     ("data_worker_vs_train_step", ("train_step", "data"),
      lambda s, b: s["data"]["muco"]["samples_per_s"] / s["train_step"]["images_per_s"], ">=", 2.0,
      "one MuCo loader worker's samples/s / the train step's images/s"),
+    # Not measured (None) on CPUs without bf16 products, where bf16 is emulated and the target does not apply.
+    ("embedded_step_fraction_of_ceiling", ("embedded_step",),
+     lambda s, b: s["embedded_step"]["paired_fraction"] if s["embedded_step"]["bf16_hardware"] else None, ">=", 0.5,
+     "embedded preset's train step in its amp dtype: 3 x forward FLOPs x batch / step time / matmul GFLOP/s of that "
+     "dtype (same rounds; CPUs with AVX-512 BF16 or AMX)"),
 )
 
 
 def acceptance(sections, batch):
     """The speed targets (CRITERIA) as a list of {name, criterion, value, op, threshold, pass}; value and pass
-    are None when a section the criterion needs did not run. Values are computed from the numbers in `sections`."""
+    are None when a section the criterion needs did not run or the criterion does not apply here. Values are
+    computed from the numbers in `sections`."""
     criteria = []
     for name, needed, value_fn, op, threshold, text in CRITERIA:
-        value = float(value_fn(sections, batch)) if all(n in sections for n in needed) else None
+        value = value_fn(sections, batch) if all(n in sections for n in needed) else None
+        value = None if value is None else float(value)
         passed = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
         criteria.append({"name": name, "criterion": text.format(batch=batch), "value": value, "op": op,
                          "threshold": threshold, "pass": passed})
@@ -705,9 +799,11 @@ def main(argv=None):
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    cpu = machine_kind()
+    print(f"cpu: {cpu['summary']}", flush=True)
     report = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": str(device),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "reuse_cpu_memory": reuse_memory, "machine": platform.machine(),
+              "reuse_cpu_memory": reuse_memory, "machine": platform.machine(), "cpu": cpu,
               "quick": args.quick, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
               "compile": args.compile, "sections": {}}
     with tempfile.TemporaryDirectory(prefix="jotr_bench_") as folder:
