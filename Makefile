@@ -13,9 +13,9 @@ test-all: $(VENV)/.stamp
 	$(BIN)/pytest
 
 # The main job on the embedded default: mannequin, synthetic benchmark, training, evaluation, overlays
-# (main/default_demo.py); everything goes under output/, and a second run reuses it.
+# (embedded/demo.py); everything goes under output/, and a second run reuses it.
 demo: $(VENV)/.stamp
-	$(BIN)/python -m main.default_demo
+	$(BIN)/python -m embedded.demo
 
 bench: $(VENV)/.stamp
 	$(BIN)/python -m tools.bench

@@ -194,7 +194,7 @@ def compile_model(model, enabled=True, **kwargs):
 def inference_model(model, compile=False):
     """What evaluation and the demo run: for a JOTR model, an eval-mode copy with its BatchNorms folded into the
     convolutions (the trained model itself is left untouched, so training can go on), optionally compiled; any
-    other model (e.g. common.baseline.MeanPoseBaseline) is returned as it is."""
+    other model (e.g. embedded.baseline.MeanPoseBaseline) is returned as it is."""
     if not hasattr(model, "fused_for_inference"):
         return model
     if not model.fused_for_inference:

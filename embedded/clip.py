@@ -1,13 +1,13 @@
-"""Short videos from the synthetic scene generator (data/synthetic.py): people walking across a fixed camera's view,
-one of them passing behind another, with detector-like COCO-17 2D poses per frame.
+"""Short videos from the synthetic scene generator: people walking across a fixed camera's view, one of them passing
+behind another, with detector-like COCO-17 2D poses per frame.
 
-The people are the mannequin bodies of the benchmark, rendered with its scene renderer (same background, lighting
-and noise in every frame), so the clip looks like the benchmark's test images in motion. Their walk is a lateral
-glide on the floor with swinging legs and arms (sinusoids on the hips, knees and shoulders). A person's 2D pose
-comes from data.synthetic.detector_pose (noise, dropped occluded joints); a person hidden more than
-`miss_occlusion` gets no detection in that frame, as a detector misses a hidden person.
+The people are the mannequin bodies of the benchmark, rendered with its scene renderer (embedded.render; same
+background, lighting and noise in every frame), so the clip looks like the benchmark's test images in motion. Their
+walk is a lateral glide on the floor with swinging legs and arms (sinusoids on the hips, knees and shoulders).
+A person's 2D pose comes from embedded.detections.detector_pose (noise, dropped occluded joints); a person hidden
+more than `miss_occlusion` gets no detection in that frame, as a detector misses a hidden person.
 
-    python -m data.synthetic_clip OUT_DIR [--frames 36] [--fps 12] [--seed 0]
+    python -m embedded.clip OUT_DIR [--frames 36] [--fps 12] [--seed 0]
 
 writes OUT_DIR/clip.mp4 (H.264) and OUT_DIR/clip_keypoints.json (COCO results: one entry per detection with
 image_id = frame index), the inputs of `python -m main.demo --input OUT_DIR/clip.mp4 --keypoints ...`; it needs
@@ -20,23 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from common.joint_sets import COCO17, SMPL30
-from common.mannequin import write_mannequin
+from common.joint_sets import COCO17
 from common.video import H264Writer
-from data.synthetic import (
-    DEFAULT_IMAGE_SIZE,
-    Bodies,
-    Person,
-    _place,
-    detector_pose,
-    global_orient,
-    person_colours,
-    render_scene,
-    sample_betas,
-    sample_camera,
-)
+from embedded.bodies import load_bodies
+from embedded.camera import global_orient, sample_camera
+from embedded.detections import COCO_IN_SMPL30, detector_pose
+from embedded.mannequin import write_mannequin
+from embedded.poses import sample_betas
+from embedded.render import render_scene
+from embedded.scene import DEFAULT_IMAGE_SIZE, Person, place_on_floor
+from embedded.textures import person_colours
 
-COCO_IN_SMPL30 = [SMPL30.index(n) for n in COCO17]
 MISS_OCCLUSION = 0.6
 # SMPL joint indices of the swinging joints and the axis-angle component (SMPL frame, x = the person's left) that
 # swings them forward and back.
@@ -57,9 +51,9 @@ class Walker:
 
 @dataclasses.dataclass
 class Clip:
-    """frames: list of (H, W, 3) uint8 RGB; people: per frame, the rendered data.synthetic.Person list (same order
+    """frames: list of (H, W, 3) uint8 RGB; people: per frame, the rendered embedded.scene.Person list (same order
     as the walkers); keypoints: per frame, [(walker index, (17, 3) COCO x, y, confidence)] of the detected people;
-    fps; camera (data.synthetic.Camera)."""
+    fps; camera (embedded.camera.Camera)."""
     frames: list
     people: list
     keypoints: list
@@ -90,7 +84,7 @@ def walking_pose(camera, walker, t):
 
 def make_clip(bodies, num_frames=36, fps=12.0, seed=0, image_size=DEFAULT_IMAGE_SIZE, walkers=None,
               miss_occlusion=MISS_OCCLUSION):
-    """Render a Clip (see the module docstring) of `num_frames` frames; bodies: data.synthetic.Bodies."""
+    """Render a Clip (see the module docstring) of `num_frames` frames; bodies: embedded.bodies.Bodies."""
     rng = np.random.default_rng(seed)
     camera = sample_camera(rng, image_size)
     walkers = default_walkers(rng) if walkers is None else walkers
@@ -108,7 +102,7 @@ def make_clip(bodies, num_frames=36, fps=12.0, seed=0, image_size=DEFAULT_IMAGE_
             pose = walking_pose(camera, walker, t)
             verts, joints = bodies.forward(walker.gender, pose[None], np.asarray(walker.betas)[None])
             ground = np.array([x, z])
-            trans = _place(verts[0], joints[0], camera, ground)
+            trans = place_on_floor(verts[0], joints[0], camera, ground)
             people.append(Person(walker.gender, "walking", pose, np.asarray(walker.betas), trans, verts[0] + trans,
                                  joints[0] + trans, ground, 0.5, colours, stripes))
         # The same generator state every frame: the same background, lighting and sensor noise.
@@ -143,13 +137,6 @@ def write_clip(clip, out_dir, name="clip"):
             writer.write(frame)
     keypoints.write_text(json.dumps(coco_results(clip)))
     return video, keypoints
-
-
-def load_bodies(body_models):
-    """data.synthetic.Bodies from a folder as common.mannequin.write_mannequin writes it."""
-    body_models = Path(body_models)
-    return Bodies(body_models / "smpl", np.load(body_models / "J_regressor_extra.npy"),
-                  np.load(body_models / "J_regressor_h36m_correct.npy"))
 
 
 def main(argv=None):

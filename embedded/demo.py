@@ -15,7 +15,7 @@ mpvpe (mm), n}}}, "image_use": {"gate": the image gate after training (None with
 blanking means, "blanked_fill_rgb"}, "machine": the CPU (common.speed.machine_kind), "timing": {"stage_seconds": wall
 time of each stage above (the venv's installation by `make` is not included), "total_seconds"}}.
 
-    python -m main.default_demo [--force] [--detector-failures] [key=value ...]  (overrides apply to training)
+    python -m embedded.demo [--force] [--detector-failures] [key=value ...]  (overrides apply to training)
 """
 import argparse
 import json
@@ -29,14 +29,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.baseline import MeanPoseBaseline, mean_smpl_params
 from common.checkpoint import load_checkpoint
 from common.distributed import DistInfo
 from common.engine import evaluate
 from common.metrics import METRIC_NAMES, write_results_json
 from common.speed import inference_model, machine_kind, setup_cpu_process
 from data.keypoints_io import read_keypoint_file
-from data.synthetic import generate
+from embedded.baseline import MeanPoseBaseline, mean_smpl_params
+from embedded.generate import generate
 from main.build import (
     build_body_model,
     build_gendered_body_models,
@@ -155,7 +155,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--force", action="store_true", help="regenerate the data and retrain from scratch")
     parser.add_argument("--detector-failures", action="store_true",
-                        help="test input poses fail under occlusion as detectors do (data.synthetic.DETECTOR_FAILURES)")
+                        help="test input poses fail under occlusion as detectors do "
+                             "(embedded.detections.occlusion_failures)")
     for split, size in SYNTHETIC.items():
         parser.add_argument(f"--{split.replace('_', '-')}", type=int, default=size,
                             help=f"synthetic {split[2:]} images (default {size})")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.mannequin import write_mannequin
 from common.vposer import VPoserV1
+from embedded.mannequin import write_mannequin
 from tests.muco_format import symmetric_body_model, write_tiny_muco
 from tests.pw3d_format import toy_setup, write_tiny_pw3d
 from tools.check_data import check_data, main

@@ -52,7 +52,7 @@ def _camera_pose(body_index, yaw):
 def world(tmp_path_factory):
     """Mannequin body model, a 320 x 240 image of two people (the nearer one overlapping the other), their COCO
     keypoints file, the config overrides and a random-weights checkpoint in the official layout."""
-    from common.mannequin import write_mannequin
+    from embedded.mannequin import write_mannequin
 
     root = tmp_path_factory.mktemp("demo_world")
     paths = write_mannequin(root / "body_models")

@@ -1,4 +1,4 @@
-"""The demo on a synthetic multi-person clip (data/synthetic_clip.py) the way a user runs it on a video: one id per
+"""The demo on a synthetic multi-person clip (embedded/clip.py) the way a user runs it on a video: one id per
 person through a three-frame occlusion, an H.264 overlay video with the input's frame count and rate, per-person
 SMPL sequences that smplx's SMPL takes, and meshes that trimesh loads; and phone photos turned upright by EXIF."""
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from common.checkpoint import save_atomic, to_official_state_dict
-from common.mannequin import write_mannequin
+from embedded.mannequin import write_mannequin
 from main import demo
 from main.build import build_model
 from main.config import load_config
@@ -32,7 +32,8 @@ def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
 
 @pytest.fixture(scope="module")
 def clip_world(tmp_path_factory):
-    from data.synthetic_clip import load_bodies, make_clip, write_clip
+    from embedded.bodies import load_bodies
+    from embedded.clip import make_clip, write_clip
 
     root = tmp_path_factory.mktemp("clip_demo")
     paths = write_mannequin(root / "body_models")

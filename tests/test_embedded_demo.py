@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from main import default_demo
+from embedded import demo
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def first_run(tmp_path_factory):
     args = ["--n-train", "8", "--n-test", "16", "--n-crowd", "4", f"data_dir={root / 'synthetic'}",
             f"output_dir={root / 'out'}", "total_steps=2", "train_batch_size=2", "test_batch_size=8", "num_thread=0",
             "device=cpu"]
-    assert default_demo.main(args) == 0
+    assert demo.main(args) == 0
     return root, args
 
 
@@ -45,7 +45,7 @@ def test_results_per_subset_beside_the_baseline(first_run):
 
 def test_blanking_removes_every_image_difference():
     """Two different images give the same prediction once blanked: the model sees only the fill colour."""
-    from main.default_demo import BlankedImage
+    from embedded.demo import BlankedImage
 
     seen = []
 
@@ -69,7 +69,7 @@ def test_second_run_reuses_data_and_training(first_run, capsys):
     root, args = first_run
     checkpoint = root / "out" / "embedded" / "checkpoint" / "last.pth.tar"
     before = checkpoint.stat().st_mtime_ns
-    assert default_demo.main(args) == 0
+    assert demo.main(args) == 0
     out = capsys.readouterr().out
     assert "nothing to do" in out and "reusing the finished run" in out
     assert "image gate after training: " in out  # the preset gates the image features; the demo reports the gate
@@ -78,7 +78,7 @@ def test_second_run_reuses_data_and_training(first_run, capsys):
 
 
 def test_baseline_predicts_the_mean_pose_for_everyone():
-    from common.baseline import mean_smpl_params
+    from embedded.baseline import mean_smpl_params
 
     poses = torch.zeros(5, 72)
     poses[:, 5] = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])  # rotations about one axis: the mean angle is 0.3

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from common.checkpoint import FORMAT, save_atomic
-from common.mannequin import write_mannequin
+from embedded.mannequin import write_mannequin
 from main import occlusion_map
 from main.build import build_model
 from main.config import load_config
@@ -16,7 +16,8 @@ from main.config import load_config
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    from data.synthetic_clip import coco_results, load_bodies, make_clip
+    from embedded.bodies import load_bodies
+    from embedded.clip import coco_results, make_clip
 
     root = tmp_path_factory.mktemp("occlusion_map")
     paths = write_mannequin(root / "body_models")

@@ -12,18 +12,13 @@ from scipy.spatial.transform import Rotation
 from common.body_model import joint_regressor_30, load_smpl
 from common.joint_sets import COCO17, MUCO21, OPENPOSE18, SMPL30
 from common.renderer import project, render
-from data import synthetic
 from data.muco import MuCo
 from data.pw3d import PW3D
-from data.synthetic import (
-    OC_MIN_OBJECT_OCCLUSION,
-    PC_MIN_PERSON_OCCLUSION,
-    POSE_FAMILIES,
-    VISIBILITY_MARGIN,
-    Bodies,
-    generate,
-    sample_body_pose,
-)
+from embedded import detections
+from embedded.bodies import Bodies
+from embedded.generate import OC_MIN_OBJECT_OCCLUSION, PC_MIN_PERSON_OCCLUSION, generate
+from embedded.poses import POSE_FAMILIES, sample_body_pose
+from embedded.render import VISIBILITY_MARGIN
 
 GENDERS = ("neutral", "male", "female")
 OPENPOSE_IDX = [SMPL30.index(n) for n in OPENPOSE18]
@@ -264,7 +259,7 @@ def test_deterministic_reusable_and_safe(tmp_path, monkeypatch):
     sizes = {"n_train": 2, "n_test": 2, "n_crowd": 1}
     first = generate(tmp_path / "a", seed=3, **sizes)
     # The same output from two worker processes, each split shared out one image per task.
-    monkeypatch.setattr(synthetic, "CHUNK_IMAGES", 1)
+    monkeypatch.setattr("embedded.generate.CHUNK_IMAGES", 1)
     second = generate(tmp_path / "b", seed=3, workers=2, **sizes)
     files_a = _files(tmp_path / "a")
     assert files_a == _files(tmp_path / "b")
@@ -297,7 +292,7 @@ def test_deterministic_reusable_and_safe(tmp_path, monkeypatch):
 def test_detector_failures_change_only_hidden_joints_of_the_input_poses(tmp_path, monkeypatch):
     """With detector_failures the images and ground truth stay byte-identical; the input poses change only on
     joints another surface hides (and on their twins when a limb swaps), and every kind of failure occurs."""
-    monkeypatch.setattr(synthetic, "FAILURE_ONTO_OCCLUDER", 0.6)  # more failures of each kind in a few images
+    monkeypatch.setattr(detections, "FAILURE_ONTO_OCCLUDER", 0.6)  # more failures of each kind in a few images
     sizes = {"n_train": 1, "n_test": 12, "n_crowd": 2}
     plain = generate(tmp_path / "plain", seed=5, **sizes)
     failing = generate(tmp_path / "failing", seed=5, detector_failures=True, **sizes)

@@ -65,8 +65,9 @@ def test_pose_distance_separates_overlapping_boxes():
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    from common.mannequin import write_mannequin
-    from data.synthetic_clip import load_bodies, make_clip
+    from embedded.bodies import load_bodies
+    from embedded.clip import make_clip
+    from embedded.mannequin import write_mannequin
 
     folder = tmp_path_factory.mktemp("clip") / "body_models"
     write_mannequin(folder)

@@ -31,7 +31,7 @@ Sections (one function each in SECTIONS; they run in that order, whatever the or
   data        samples/s of one process building items as one DataLoader worker does (torch and OpenCV limited to
               one thread, as in a worker on one core), for the MuCo-format training split (data.muco.MuCo, with
               augmentation) and the 3DPW-format test set (data.pw3d.PW3D), on a small set written by
-              data.synthetic.generate (its default image size; the loaders crop to the config's 256 x 256 input);
+              embedded.generate.generate (its default image size; the loaders crop to the config's 256 x 256 input);
               one timed call = one pass over the set. Also the generator's own images/s (measure_speed, same
               thread limits). Real MuCo / 3DPW images are larger than the synthetic ones, so their JPEG decoding
               costs more than here.
@@ -102,7 +102,8 @@ from common.metrics import mesh_metrics
 from common.speed import compile_model, fuse_conv_bn, machine_kind, set_channels_last, setup_cpu_process
 from data.muco import MuCo
 from data.pw3d import PW3D
-from data.synthetic import DEFAULT_IMAGE_SIZE, generate, measure_speed
+from embedded.generate import generate, measure_speed
+from embedded.scene import DEFAULT_IMAGE_SIZE
 from main.build import build_body_model, build_h36m_regressor, build_joint_regressor, build_model, resolve_device
 from main.config import Config, load_config
 from tools.check_parity import write_body_model_files

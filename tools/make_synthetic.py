@@ -1,4 +1,4 @@
-"""Generate the synthetic occluded-people data (data.synthetic) into a data directory.
+"""Generate the synthetic occluded-people data (embedded.generate) into a data directory.
 
     python -m tools.make_synthetic --out data_synthetic [--seed 0] [--train 2000] [--test 500] [--crowd 100]
                                    [--image-size 240 320] [--force]
@@ -13,7 +13,8 @@ import pathlib
 
 import cv2
 
-from data.synthetic import DEFAULT_IMAGE_SIZE, generate
+from embedded.generate import generate
+from embedded.scene import DEFAULT_IMAGE_SIZE
 
 
 def config_overrides(out_dir):

@@ -3,7 +3,7 @@
     .venv/bin/python -m tools.render_clip_demo --ckpt output/embedded/checkpoint/last.pth.tar \\
         [--body-models output/synthetic/body_models] [--work output/clip_demo] [--out assets/demo_video_embedded.jpg]
 
-Makes the clip with data/synthetic_clip.py (two people crossing, the farther one hidden for a few frames, one
+Makes the clip with embedded/clip.py (two people crossing, the farther one hidden for a few frames, one
 standing), runs `python -m main.demo` on it with the embedded configuration, and puts a row of input frames above
 the same frames' overlays, labelled with the frame index and the people detected in it.
 """
@@ -13,7 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.synthetic_clip import load_bodies, make_clip, write_clip
+from embedded.bodies import load_bodies
+from embedded.clip import make_clip, write_clip
 from main import demo
 
 FRAMES = (9, 12, 14, 16, 19)  # around the moment the farther walker passes behind the nearer one

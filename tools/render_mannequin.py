@@ -16,8 +16,8 @@ from scipy.spatial.transform import Rotation
 
 from common.body_model import load_smpl
 from common.joint_sets import SMPL30
-from common.mannequin import write_mannequin
 from common.renderer import render, smpl_to_camera
+from embedded.mannequin import write_mannequin
 
 PANEL = (384, 256)  # (H, W) pixels per pose
 FOCAL = 500.0
