@@ -106,7 +106,7 @@ def make_clip(bodies, num_frames=36, fps=12.0, seed=0, image_size=DEFAULT_IMAGE_
             people.append(Person(walker.gender, "walking", pose, np.asarray(walker.betas), trans, verts[0] + trans,
                                  joints[0] + trans, ground, 0.5, colours, stripes))
         # The same generator state every frame: the same background, lighting and sensor noise.
-        image = render_scene(np.random.default_rng(render_seed), camera, people, [], bodies)
+        image, _ = render_scene(np.random.default_rng(render_seed), camera, people, [], bodies)
         detections = []
         for k, person in enumerate(people):
             if person.occlusion > miss_occlusion or person.visible.sum() < 4:
