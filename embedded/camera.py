@@ -44,6 +44,7 @@ def sample_camera(rng, image_size):
 
 
 def rot_y(angle):
+    """(3, 3) rotation by `angle` radians about y, the world's vertical."""
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 

@@ -30,15 +30,21 @@ by objects and by other people) and detector-like 2D poses (OpenPose-18 for 3DPW
 HigherHRNet file): projected joints plus Gaussian noise scaled with the person's height; occluded joints dropped
 or kept with low confidence and more noise; an occasional left/right swap; joints outside the image dropped.
 With `detector_failures` (off by default), the test and crowd input poses also fail on hidden joints the way
-detectors do under occlusion (occlusion_failures: reported on the occluding person's joint or on the occluding
-object, missed, or the limb's left and right swapped; rates FAILURE_*); the training split has no input poses (its
-loader synthesises them from the ground truth), so only the evaluation changes.
+detectors do under occlusion (embedded.detections.occlusion_failures: reported on the occluding person's joint or
+on the occluding object, missed, or the limb's left and right swapped; rates FAILURE_*); the training split has no
+input poses (its loader synthesises them from the ground truth), so only the evaluation changes.
 Extra fields (`synthetic` in each annotation) keep the noise-free OpenPose joints, the noise scale, swaps, failures
 and occlusion numbers; the real loaders ignore them.
 
 Determinism: image i of split s draws everything from np.random.default_rng([seed, s, i]), so changing a split's
 size keeps the earlier images. The same seed gives byte-identical files (geometry in numpy float64; JPEGs from the
 same OpenCV build).
+
+The parts, one concept per module: embedded.poses (pose and shape priors), embedded.camera (camera and world frame),
+embedded.bodies (the SMPL function in numpy, clothing regions), embedded.textures, embedded.scene (people and
+objects placed, who is annotated), embedded.render (background, z-buffer composition, occlusion labels),
+embedded.detections (detector noise and failures), embedded.writers (the 3DPW and MuCo files). This module runs
+them over the splits, in worker processes if asked, and keeps the manifest.
 """
 import concurrent.futures
 import contextlib

@@ -38,7 +38,7 @@ _DEFAULTS = {  # joint: (mean, std) of the standing pose, in the joint's angle o
     "L_Wrist": ((0, 0, 0), (10, 12, 10)), "L_Hand": ((0, 0, 0), (4, 5, 5)),
 }
 POSE_FAMILIES = ("standing", "walking", "reaching", "crouching", "sitting")
-FAMILY_PROBS = (0.3, 0.3, 0.15, 0.1, 0.15)
+FAMILY_PROBS = (0.3, 0.3, 0.15, 0.1, 0.15)  # how often a scene's person takes each family
 
 
 def _left_name(name):

@@ -83,6 +83,8 @@ def _write_jpeg(path, image):
 
 
 def write_json(path, content):
+    """`content` as JSON at `path` (a pathlib.Path), written through a temporary file so that a reader never sees
+    a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as f:
