@@ -19,7 +19,9 @@ from main.config import load_config
 cfg = load_config('main/configs/main_train.yaml', sys.argv[1:])
 print(f'{cfg.output_dir}/{cfg.exp_name}/checkpoint/last.pth.tar')" "$@")
 
+# resume=auto: re-running ./train.sh after a crash continues where it stopped (a finished stage 1 returns at once;
+# stage 2 continues from its own newest checkpoint, or starts from stage 1's when it has none).
 echo "== stage 1: main_train =="
-$LAUNCHER -m main.train --cfg main/configs/main_train.yaml "$@"
+$LAUNCHER -m main.train --cfg main/configs/main_train.yaml resume=auto "$@"
 echo "== stage 2: fine_tune (from $STAGE1_CKPT) =="
-$LAUNCHER -m main.train --cfg main/configs/fine_tune.yaml "$@" init_ckpt="$STAGE1_CKPT"
+$LAUNCHER -m main.train --cfg main/configs/fine_tune.yaml resume=auto "$@" init_ckpt="$STAGE1_CKPT"
