@@ -125,16 +125,24 @@ def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_loadable(data_
     assert not list(folder.glob(f"*{PARTIAL_SUFFIX}"))
 
 
-def test_sigterm_to_torchrun_then_restart_continues_exactly(data_dir, tmp_path):
+TWO_PROCESSES = dict(total_steps=8, train_batch_size=1, save_every_steps=2)
+
+
+@pytest.fixture(scope="module")
+def straight_two_processes(data_dir, tmp_path_factory):
+    """An uninterrupted 2-process run; returns the folder holding each rank's final weights (rank<r>.pt)."""
+    out = tmp_path_factory.mktemp("straight")
+    run([*TORCHRUN, "tests/dist_train_driver.py", *overrides(data_dir, out, exp_name="run", **TWO_PROCESSES)])
+    return out
+
+
+def test_sigterm_to_torchrun_then_restart_continues_exactly(data_dir, tmp_path, straight_two_processes):
     """Two processes: SIGTERM to torchrun (a scheduler's preemption), then the same command again (resume=auto)
     ends with the weights of an uninterrupted 2-process run."""
-    common = dict(total_steps=8, train_batch_size=1, save_every_steps=0)
-    straight = tmp_path / "straight"
-    run([*TORCHRUN, "tests/dist_train_driver.py", *overrides(data_dir, straight, exp_name="run", **common)])
-
+    straight = straight_two_processes
     out = tmp_path / "stopped"
     args = [*TORCHRUN, "tests/dist_train_driver.py", *overrides(data_dir, out, exp_name="run", resume="auto",
-                                                                  **common)]
+                                                                  **TWO_PROCESSES)]
     log = out / "run" / "log" / "train.log"
     proc = start(args)
     wait_for(lambda: max(logged_steps(log), default=0) >= 3, proc)
@@ -147,6 +155,40 @@ def test_sigterm_to_torchrun_then_restart_continues_exactly(data_dir, tmp_path):
     assert f"at step {stopped_at}" in log.read_text()
     for rank in (0, 1):
         assert_bitwise_equal(load(straight / f"rank{rank}.pt"), load(out / f"rank{rank}.pt"))
+
+
+def children(pid):
+    """The pids of the live child processes of `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds torchrun's workers through /proc")
+def test_torchrun_elastic_restart_after_a_worker_is_killed_resumes_by_itself(data_dir, tmp_path,
+                                                                              straight_two_processes):
+    """kill -9 of one worker under torchrun --max-restarts 1: torchrun restarts both workers with the same command,
+    resume=auto picks up the newest checkpoint, and the run ends with the weights of an uninterrupted one."""
+    out = tmp_path / "elastic"
+    args = [*TORCHRUN, "--max-restarts", "1", "tests/dist_train_driver.py",
+            *overrides(data_dir, out, exp_name="run", resume="auto", **TWO_PROCESSES)]
+    log = out / "run" / "log" / "train.log"
+    proc = start(args)
+    wait_for(lambda: max(logged_steps(log), default=0) >= 3, proc)
+    workers = children(proc.pid)
+    assert len(workers) == 2, workers
+    os.kill(workers[1], signal.SIGKILL)
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, output[-3000:]
+    assert "resumed " in log.read_text()
+    for rank in (0, 1):
+        assert_bitwise_equal(load(straight_two_processes / f"rank{rank}.pt"), load(out / f"rank{rank}.pt"))
 
 
 def test_a_corrupt_jpeg_is_skipped_counted_and_too_many_stop_the_run(data_dir, tmp_path):

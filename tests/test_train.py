@@ -304,3 +304,13 @@ def test_resume_auto_without_a_checkpoint_starts_fresh_and_a_finished_run_return
     assert train_main.main(overrides) == 0
     assert "this run already finished at step 1; nothing to do" in log.read_text()
     assert last.stat().st_mtime_ns == written
+
+
+def test_save_every_minutes_writes_step_checkpoints_and_keeps_the_newest(data_dir, tmp_path):
+    overrides = tiny_overrides(data_dir, tmp_path, exp_name="run", testsets="[]", total_steps=4, end_epoch=2,
+                               save_every_steps=0, save_every_minutes=1e-6, keep_last_k=2)  # due after every step
+    assert train_main.main(overrides) == 0
+    folder = tmp_path / "run" / "checkpoint"
+    # 4 steps per epoch: steps 1-3 get step checkpoints (the oldest rotated out), step 4 is the epoch's last.pth.tar.
+    assert sorted(p.name for p in folder.glob("step_*")) == ["step_00000002.pth.tar", "step_00000003.pth.tar"]
+    assert load(folder / "step_00000003.pth.tar")["step"] == 3 and load(folder / "last.pth.tar")["step"] == 4
