@@ -127,13 +127,13 @@ class Human36M(TrainingSet):
     Arguments as data.muco.MuCo: data_dir (holding Human36M/), body_model, joint_regressor_30 (30, 6890; its rows
     0-23 must be the body model's own J_regressor, as common.body_model.joint_regressor_30 builds it: row 0 gives the
     rest-pose root fit_to_camera needs), h36m_regressor (17, 6890) for the fit-validity test, input_img_shape,
-    output_hm_shape, bbox_3d_size (metres), update_bbox, augment, seed, max_missing_images; plus subjects and
+    output_hm_shape, bbox_3d_size (metres), update_bbox, augment, seed; plus subjects and
     sampling_ratio (the training protocol by default).
     """
 
     def __init__(self, data_dir, body_model, joint_regressor_30, h36m_regressor, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True, augment=True, seed=0,
-                 max_missing_images=None, subjects=TRAIN_SUBJECTS, sampling_ratio=SAMPLING_RATIO, occlusion_prob=0.0):
+                 subjects=TRAIN_SUBJECTS, sampling_ratio=SAMPLING_RATIO, occlusion_prob=0.0):
         self.root = os.path.join(os.fspath(data_dir), "Human36M")
         self.h36m_regressor = fit_check_regressor(h36m_regressor)
         self.builder = TrainSampleBuilder(body_model, joint_regressor_30, input_img_shape, output_hm_shape,
@@ -151,7 +151,7 @@ class Human36M(TrainingSet):
             self.samples.extend(self._load_subject(subject, rng))
         if not self.samples:
             raise ValueError(f"{self.root}: no usable Human3.6M sample for subjects {self.subjects}")
-        self.images = TrainingImages("Human3.6M", len(self.samples), max_missing_images,
+        self.images = TrainingImages("Human3.6M",
                                      where=f"{self.root}/images/<file_name> as listed in the "
                                            f"Human36M_subject*_data.json files",
                                      source=SOURCE)
@@ -244,20 +244,15 @@ class Human36M(TrainingSet):
 
     def item(self, index, return_geometry=False, aug=None):
         """Item `index` of the current epoch; with return_geometry also the crop's SampleGeometry; `aug` (an
-        AugConfig) replaces the drawn augmentation (tests, visualisation). A missing image is replaced by the next
-        sample (with a warning, up to max_missing_images)."""
+        AugConfig) replaces the drawn augmentation (tests, visualisation). A missing image is a FileNotFoundError naming
+        the file."""
         rng = self.rng(index)
-        for offset in range(len(self.samples)):
-            position = (index + offset) % len(self.samples)
-            sample = self.samples[position]
-            img = self.images.read(sample.img_path, sample.img_width, sample.img_height,
-                                   f"Human36M_subject{sample.subject}_data.json")
-            if img is None:
-                continue
-            return self.builder(img, sample.bbox, sample.joints_img, np.ones(len(H36M17)), H36M17, rng, self.augment,
-                                joints_cam=sample.joints_cam / 1000.0, smpl_fit=self.camera_fit(position),
-                                bbox_scale=sample.bbox_scale, aug=aug, return_geometry=return_geometry)
-        raise FileNotFoundError(f"no Human3.6M image could be read under {self.root}/images")
+        sample = self.samples[index]
+        img = self.images.read(sample.img_path, sample.img_width, sample.img_height,
+                               f"Human36M_subject{sample.subject}_data.json")
+        return self.builder(img, sample.bbox, sample.joints_img, np.ones(len(H36M17)), H36M17, rng, self.augment,
+                            joints_cam=sample.joints_cam / 1000.0, smpl_fit=self.camera_fit(index),
+                            bbox_scale=sample.bbox_scale, aug=aug, return_geometry=return_geometry)
 
 
 def _lookup(nested, keys):

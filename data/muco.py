@@ -121,16 +121,14 @@ class MuCo(TrainingSet):
     for the fits; joint_regressor_30 (30, 6890); h36m_regressor (17, 6890) for the fit-validity test;
     input_img_shape (H, W); output_hm_shape (D, H, W); bbox_3d_size metres; update_bbox: draw a new crop enlargement
     U[1.0, 1.2) for every item (else one per sample, drawn when loading); augment: training augmentation and input
-    pose corruption; seed: base seed (see module docstring); max_missing_images: how many distinct missing images
-    are skipped (each with a warning, the item is replaced by the next sample) before an error; default
-    min(100, 1 % of the samples), at least 1. The count is per process: each DataLoader worker holds its own copy.
+    pose corruption; seed: base seed (see module docstring).
     Joint validity: MuCo annotates all 21 joints of every person, so all are valid (truncation comes from the crop
     and the depth range).
     """
 
     def __init__(self, data_dir, body_model, joint_regressor_30, h36m_regressor, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True, augment=True, seed=0,
-                 max_missing_images=None, occlusion_prob=0.0):
+                 occlusion_prob=0.0):
         self.root = os.path.join(os.fspath(data_dir), "MuCo")
         self.h36m_regressor = fit_check_regressor(h36m_regressor)
         self.builder = TrainSampleBuilder(body_model, joint_regressor_30, input_img_shape, output_hm_shape,
@@ -144,8 +142,7 @@ class MuCo(TrainingSet):
         if not self.samples:
             raise ValueError(f"{os.path.join(self.root, ANNOTATION_FILE)}: no usable sample (no image with a person "
                              f"whose box lies in the image)")
-        self.images = TrainingImages("MuCo", len(self.samples), max_missing_images,
-                                     where=f"{self.root}/<file_name> as listed in {ANNOTATION_FILE}",
+        self.images = TrainingImages("MuCo", where=f"{self.root}/<file_name> as listed in {ANNOTATION_FILE}",
                                      source=_SOURCES[ANNOTATION_FILE])
 
     def _load_samples(self):
@@ -207,20 +204,16 @@ class MuCo(TrainingSet):
 
     def item(self, index, return_geometry=False):
         """Item `index` of the current epoch; with return_geometry also the crop's SampleGeometry (tests, plots).
-        A missing image is replaced by the next sample (with a warning, up to max_missing_images)."""
+        A missing image is a FileNotFoundError naming the file."""
         rng = self.rng(index)
-        for offset in range(len(self.samples)):
-            sample = self.samples[(index + offset) % len(self.samples)]
-            img = self.images.read(sample.img_path, sample.img_width, sample.img_height, ANNOTATION_FILE)
-            if img is None:
-                continue
-            fit = None
-            if sample.smpl is not None:
-                fit = SMPLFit(pose=sample.smpl["pose"], shape=sample.smpl["shape"], trans=sample.smpl["trans"],
-                              focal=sample.focal, princpt=sample.princpt,
-                              check=lambda verts, s=sample: fit_error_mm(verts, s.joints_cam, self.h36m_regressor)
-                              <= FIT_ERROR_THRESHOLD_MM)
-            return self.builder(img, sample.bbox, sample.joints_img, np.ones(len(MUCO21)), MUCO21, rng, self.augment,
-                                joints_cam=sample.joints_cam / 1000.0, smpl_fit=fit, bbox_scale=sample.bbox_scale,
-                                near_joints=sample.near_joints, return_geometry=return_geometry)
-        raise FileNotFoundError(f"no MuCo image could be read under {self.root}")
+        sample = self.samples[index]
+        img = self.images.read(sample.img_path, sample.img_width, sample.img_height, ANNOTATION_FILE)
+        fit = None
+        if sample.smpl is not None:
+            fit = SMPLFit(pose=sample.smpl["pose"], shape=sample.smpl["shape"], trans=sample.smpl["trans"],
+                          focal=sample.focal, princpt=sample.princpt,
+                          check=lambda verts: fit_error_mm(verts, sample.joints_cam, self.h36m_regressor)
+                          <= FIT_ERROR_THRESHOLD_MM)
+        return self.builder(img, sample.bbox, sample.joints_img, np.ones(len(MUCO21)), MUCO21, rng, self.augment,
+                            joints_cam=sample.joints_cam / 1000.0, smpl_fit=fit, bbox_scale=sample.bbox_scale,
+                            near_joints=sample.near_joints, return_geometry=return_geometry)

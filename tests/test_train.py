@@ -278,3 +278,45 @@ def test_loss_multipliers_scale_their_terms_before_the_learned_weighting(paper_c
     assert scaled_total.item() == pytest.approx(expected.item(), rel=1e-5)
     with pytest.raises(ValueError, match=r"loss_multipliers.*'smpl_shapes'.*smpl_shape"):
         TrainingObjective(model, loss_multipliers={"smpl_shapes": 1.0})
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(data_dir, tmp_path):
+    import dataclasses
+
+    from common.checkpoint import FORMAT, save_atomic
+    from main.config import load_config
+
+    overrides = tiny_overrides(data_dir, tmp_path, exp_name="run", testsets="[]", resume="auto")
+    other = dataclasses.replace(load_config(None, overrides), dec_layers=3, trainset_3d=["MuCo", "Human36M"])
+    save_atomic({"format": FORMAT, "model": {}, "loss_weights": {}, "optimizer": {}, "scaler": {}, "step": 5,
+                 "config": dataclasses.asdict(other), "rng": []}, tmp_path / "run" / "checkpoint" / "last.pth.tar")
+    with pytest.raises(ValueError) as info:
+        train_main.main(overrides)
+    message = str(info.value)
+    assert "belongs to another configuration" in message and "last.pth.tar" in message
+    assert "dec_layers: checkpoint 3, this run 4" in message
+    assert "trainset_3d: checkpoint ['MuCo', 'Human36M'], this run ['MuCo']" in message
+    assert "resnet_type" not in message  # only the differing keys are named
+
+
+def test_resume_auto_without_a_checkpoint_starts_fresh_and_a_finished_run_returns_at_once(data_dir, tmp_path):
+    overrides = tiny_overrides(data_dir, tmp_path, exp_name="run", testsets="[]", total_steps=1, resume="auto")
+    assert train_main.main(overrides) == 0
+    log = tmp_path / "run" / "log" / "train.log"
+    assert "resume=auto: no checkpoint" in log.read_text()
+    last = tmp_path / "run" / "checkpoint" / "last.pth.tar"
+    assert load(last)["finished"] is True
+    written = last.stat().st_mtime_ns
+    assert train_main.main(overrides) == 0
+    assert "this run already finished at step 1; nothing to do" in log.read_text()
+    assert last.stat().st_mtime_ns == written
+
+
+def test_save_every_minutes_writes_step_checkpoints_and_keeps_the_newest(data_dir, tmp_path):
+    overrides = tiny_overrides(data_dir, tmp_path, exp_name="run", testsets="[]", total_steps=4, end_epoch=2,
+                               save_every_steps=0, save_every_minutes=1e-6, keep_last_k=2)  # due after every step
+    assert train_main.main(overrides) == 0
+    folder = tmp_path / "run" / "checkpoint"
+    # 4 steps per epoch: steps 1-3 get step checkpoints (the oldest rotated out), step 4 is the epoch's last.pth.tar.
+    assert sorted(p.name for p in folder.glob("step_*")) == ["step_00000002.pth.tar", "step_00000003.pth.tar"]
+    assert load(folder / "step_00000003.pth.tar")["step"] == 3 and load(folder / "last.pth.tar")["step"] == 4
