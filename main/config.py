@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from common.errors import InvalidInputError
+
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
 
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
@@ -30,7 +32,7 @@ POSE_HEADS = ("vposer", "rot6d")
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidInputError):
     """A preset, an override or a field value that cannot be used; the message says which and why."""
 
 

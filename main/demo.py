@@ -27,7 +27,7 @@ index of a video frame):
                                joints_3d (30 x 3 metres, image camera), focal, princpt (image camera, px)
 and for a video <input stem>_overlay.mp4 with the same frame count and fps (OpenCV's mp4v codec; it stores even
 sizes, so an odd width or height loses its last column or row).
-The model configuration (--cfg / key=value, as for main.train and main.eval) must match the checkpoint: the
+The model configuration (--cfg / key=value, as for main.train and main.test) must match the checkpoint: the
 default is the paper's model with checkpoint/3dpw_best_ckpt.pth.tar and the SMPL files in data/body_models/.
 """
 import argparse
@@ -44,6 +44,7 @@ from tqdm import tqdm
 from common.body_model import BodyModelFileError
 from common.camera import default_image_camera, translation_crop_to_image
 from common.checkpoint import load_checkpoint
+from common.errors import UserError, run_entry_point
 from common.renderer import overlay, project, render
 from common.speed import inference_model, setup_cpu_process
 from data.keypoints_io import (
@@ -69,7 +70,7 @@ SIDE_VIEW_BACKGROUND = 235  # grey level
 OVERLAY_ALPHA = 0.8  # weight of the rendered mesh over the image
 
 
-class DemoError(Exception):
+class DemoError(UserError):
     """Bad input to the demo; the message says what is wrong and how to fix it."""
 
 
@@ -485,4 +486,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry_point(main)

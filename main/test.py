@@ -1,14 +1,13 @@
 """Evaluate JOTR on the 3DPW test sets (spec 6) and print the results beside the paper's.
 
-    python -m main.eval --ckpt checkpoint/3dpw-oc_best_ckpt.pth.tar testsets=[3dpw-oc]
-    python -m main.eval --ckpt-dir checkpoint          # each test set with its own <testset>_best_ckpt.pth.tar
-    torchrun --nproc_per_node N -m main.eval ...       # every sample is still evaluated exactly once
+    python -m main.test --ckpt checkpoint/3dpw-oc_best_ckpt.pth.tar testsets=[3dpw-oc]
+    python -m main.test --ckpt-dir checkpoint          # each test set with its own <testset>_best_ckpt.pth.tar
+    torchrun --nproc_per_node N -m main.test ...       # every sample is still evaluated exactly once
 
 Accepts official checkpoints (raw state_dict or snapshot) and our own. Writes the results as JSON
 (output/<exp_name>/eval/results.json unless --out is given) and prints one table.
 """
 import argparse
-import sys
 from pathlib import Path
 
 import yaml
@@ -16,6 +15,7 @@ import yaml
 from common.checkpoint import load_checkpoint
 from common.distributed import cleanup_distributed, init_distributed
 from common.engine import evaluate
+from common.errors import run_entry_point
 from common.metrics import format_table, write_results_json
 from common.speed import inference_model, setup_cpu_process
 from main.build import (
@@ -91,4 +91,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry_point(main)

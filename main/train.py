@@ -11,7 +11,6 @@ log/train.log, log/tensorboard/, results/*.json. `resume=<checkpoint>` continues
 import argparse
 import dataclasses
 import signal
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,7 @@ from common.engine import (
     set_epoch_lr,
     train_one_epoch,
 )
+from common.errors import run_entry_point
 from common.losses import JointContrastiveLoss
 from common.metrics import format_table, write_results_json
 from common.renderer import overlay, render
@@ -272,4 +272,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry_point(main)

@@ -20,7 +20,6 @@ See docs/DATA.md for the directory tree and the download instructions.
 import argparse
 import json
 import os
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from common.body_model import (
     load_regressor,
     load_smpl_pickle,
 )
+from common.errors import run_entry_point
 from common.vposer import VPoserV1, find_vposer_snapshot, load_vposer_weights
 from data import human36m, muco, oh3d, pw3d, registry
 
@@ -522,4 +522,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry_point(main)
