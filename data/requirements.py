@@ -235,6 +235,21 @@ def _h36m_files():
 
 
 _SMPL_SITE = "SMPL (smpl.is.tue.mpg.de, registration)"
+# Keyed by the config field that locates each file (a run may keep its body models outside data/).
+BODY_MODEL_FILES = {
+    "smpl_neutral": FileSpec(tuple(f"body_models/smpl/{n}" for n in SMPL_FILE_NAMES["neutral"]),
+                             "the neutral SMPL model of SMPLify (smplify.is.tue.mpg.de, registration)", smpl_model),
+    "smpl_male": FileSpec(tuple(f"body_models/smpl/{n}" for n in SMPL_FILE_NAMES["male"]), _SMPL_SITE, smpl_model),
+    "smpl_female": FileSpec(tuple(f"body_models/smpl/{n}" for n in SMPL_FILE_NAMES["female"]), _SMPL_SITE,
+                            smpl_model),
+    "j_regressor_extra": FileSpec("body_models/J_regressor_extra.npy", "SPIN's data (visiondata.cis.upenn.edu/spin/"
+                                  "data.tar.gz) or the J_regressor_*.npy link of " + CROWDNET, regressor(9)),
+    "j_regressor_h36m": FileSpec("body_models/J_regressor_h36m_correct.npy",
+                                 "the J_regressor_*.npy link of " + CROWDNET, regressor(17)),
+    "vposer": FileSpec("body_models/vposer_v1_0/", "VPoser v1.0 (smpl-x.is.tue.mpg.de, registration)",
+                       vposer_snapshot),
+}
+
 DATASETS = (
     DatasetSpec("Human36M", _h36m_files(), (
         LoaderSpec("Human36M", "train", tuple(f.name for f in _h36m_files())),)),
@@ -294,19 +309,7 @@ DATASETS = (
                                 "trans": 3})),
         FileSpec("OH3D/images/", "the 3DOH50K test images (www.yangangwang.com)", image_directory),
     ), (LoaderSpec("3doh", "test", (f"OH3D/{oh3d.ANNOTATION_FILE}",)),)),
-    DatasetSpec("body_models", (
-        FileSpec(tuple(f"body_models/smpl/{n}" for n in SMPL_FILE_NAMES["neutral"]),
-                 "the neutral SMPL model of SMPLify (smplify.is.tue.mpg.de, registration)", smpl_model),
-        FileSpec(tuple(f"body_models/smpl/{n}" for n in SMPL_FILE_NAMES["male"]), _SMPL_SITE, smpl_model),
-        FileSpec(tuple(f"body_models/smpl/{n}" for n in SMPL_FILE_NAMES["female"]), _SMPL_SITE, smpl_model),
-        FileSpec("body_models/J_regressor_extra.npy",
-                 "SPIN's data (visiondata.cis.upenn.edu/spin/data.tar.gz) or the J_regressor_*.npy link of " + CROWDNET,
-                 regressor(9)),
-        FileSpec("body_models/J_regressor_h36m_correct.npy", "the J_regressor_*.npy link of " + CROWDNET,
-                 regressor(17)),
-        FileSpec("body_models/vposer_v1_0/", "VPoser v1.0 (smpl-x.is.tue.mpg.de, registration)",
-                 vposer_snapshot),
-    )),
+    DatasetSpec("body_models", tuple(BODY_MODEL_FILES.values())),
 )
 DATASET_NAMES = tuple(spec.name for spec in DATASETS)
 
@@ -340,7 +343,8 @@ def check_file(data_dir, spec):
         if not isinstance(spec.path, str):
             report["detail"] = "or: " + ", ".join(os.path.basename(p) for p in spec.path[1:])
         return report
-    report["path"] = str(path.relative_to(data_dir)) + ("/" if path.is_dir() else "")
+    shown = path.relative_to(data_dir) if path.is_relative_to(data_dir) else path
+    report["path"] = str(shown) + ("/" if path.is_dir() else "")
     try:
         report["detail"] = spec.check(path) if spec.check else ""
         report["status"] = "present"

@@ -26,6 +26,7 @@ from main.build import (
     resolve_device,
 )
 from main.config import add_config_args, config_from_args
+from main.preflight import check_test_files
 
 PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.yaml"
 
@@ -47,11 +48,6 @@ def run(cfg, args):
     body_model = build_body_model(cfg)
     model = build_model(cfg, body_model=body_model).to(world.device)
     test_sets = build_test_sets(cfg, world, body_model.arrays["v_template"].shape[0])
-    for name in test_sets:  # fail before any work if a checkpoint is missing
-        if not checkpoint_for(name, args).is_file():
-            raise FileNotFoundError(f"no checkpoint for {name}: {checkpoint_for(name, args)} does not exist. The "
-                                    f"released ones ({name}_best_ckpt.pth.tar) come from the JOTR README's links and "
-                                    f"go in checkpoint/ (see checkpoint/README.md)")
     smpl_by_gender = build_gendered_body_models(cfg, world.device)
     results, loaded = {}, None
     for name, test_set in test_sets.items():
@@ -81,6 +77,7 @@ def main(argv=None):
     add_config_args(parser)
     args = parser.parse_intermixed_args(argv)
     cfg = config_from_args(args)
+    check_test_files(cfg, [checkpoint_for(name, args) for name in cfg.testsets])  # all that is missing, at once
     try:
         run(cfg, args)
     except BaseException:

@@ -57,6 +57,7 @@ from main.build import (
     resolve_device,
 )
 from main.config import add_config_args, config_from_args, save_config
+from main.preflight import check_training_files
 
 
 def run_evaluation(model, test_sets, smpl_by_gender, cfg, world, logger, step, best, checkpoint_dir, run_dir):
@@ -262,6 +263,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     cfg = config_from_args(parser.parse_intermixed_args(argv))
+    check_training_files(cfg)  # all that is missing, at once, before any work
     try:
         exit_code = train(cfg).exit_code
     except BaseException:

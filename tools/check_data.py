@@ -3,12 +3,12 @@ loader would yield.
 
     python -m tools.check_data [--data-dir data] [--datasets MuCo 3DPW ...] [--json] [--skip-images]
 
-For every file a dataset needs (data.requirements.DATASETS, with where to get it) the file is opened and its structure checked
-(JSON parses, the fields the loaders read exist, joint counts and parameter sizes are right; body-model files load
-and have the SMPL shapes). When all files a loader reads are usable, the loader is built through data.registry
-(exactly as training/evaluation builds it) and its sample count reported, with the number of images its samples
-refer to that are missing (unless --skip-images). A loader this version does not have yet is reported as such.
-Errors are caught into the report; nothing is raised.
+For every file a dataset needs (data/requirements.py, with where to get it) the file is opened and its structure
+checked (JSON parses, the fields the loaders read exist, joint counts and parameter sizes are right; body-model
+files load and have the SMPL shapes). When all files a loader reads are usable, the loader is built through
+data.registry (exactly as training/evaluation builds it) and its sample count reported, with the number of images
+its samples refer to that are missing (unless --skip-images). A loader this version does not have yet is reported
+as such. Errors are caught into the report; nothing is raised.
 
 A dataset is `complete` (every file usable, every available loader built, no image missing), `partial` (some
 files or images missing), `missing` (no file at all), `malformed` (some file unusable) or `error` (files fine but
