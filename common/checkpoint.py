@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.errors import InvalidInputError
+from common.errors import InputError
 
 # (official name or prefix, our name or prefix). A prefix ends with '.'; other entries match whole keys.
 # Keys not listed (backbone.*, pose2feat.*, transformer.encoder/decoder layers, ...) have the same name in both.
@@ -102,7 +102,7 @@ def read_state_dict(path):
             f"output/<exp_name>/checkpoint/.")
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict):
-        raise InvalidInputError(f"{path}: expected a state_dict or a dict holding one, got {type(obj).__name__}")
+        raise InputError(f"{path}: expected a state_dict or a dict holding one, got {type(obj).__name__}")
     extra = {}
     if obj.get("format") == FORMAT:
         state = obj["model"]
@@ -112,7 +112,7 @@ def read_state_dict(path):
     else:  # official best checkpoint: the raw state_dict
         state = obj
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InvalidInputError(f"{path}: not a model checkpoint (the state_dict holds non-tensor entries)")
+        raise InputError(f"{path}: not a model checkpoint (the state_dict holds non-tensor entries)")
     converted, ignored = OrderedDict(), {}
     for key, value in state.items():
         key = key.removeprefix("module.")
@@ -145,7 +145,7 @@ def load_checkpoint(model, path):
             lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
         if mismatched:
             lines.append(f"  shape mismatches ({len(mismatched)}): {', '.join(mismatched)}")
-        raise InvalidInputError("\n".join(lines))
+        raise InputError("\n".join(lines))
     model.load_state_dict(state, strict=True)
     if ignored:
         _warn_if_smpl_differs(model, ignored, path)

@@ -18,7 +18,7 @@ class UserError(Exception):
     """Something the user fixes (a file, a checkpoint, a setting); the message says what, where and what to do."""
 
 
-class InvalidInputError(UserError, ValueError):
+class InputError(UserError, ValueError):
     """A file or value whose content cannot be used (a ValueError, so existing `except ValueError` still apply)."""
 
 

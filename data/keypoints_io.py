@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.errors import InvalidInputError, UserError
+from common.errors import InputError, UserError
 from common.joint_sets import (
     COCO17,
     COCO17_PELVIS_NECK,
@@ -55,7 +55,7 @@ KEYPOINT_FORMATS_HELP = (
 KEYPOINT_RCNN_DEFAULT_THRESHOLD = 0.7
 
 
-class KeypointFileError(InvalidInputError):
+class KeypointFileError(InputError):
     """A keypoint file that cannot be read; the message names the file and the expected format."""
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from common.body_model import NUM_VERTICES, SMPL_FILE_NAMES, load_regressor, load_smpl_pickle
-from common.errors import InvalidInputError
+from common.errors import InputError
 from common.vposer import VPoserV1, find_vposer_snapshot, load_vposer_weights
 from data import human36m, muco, oh3d, pw3d
 
@@ -22,7 +22,7 @@ from data import human36m, muco, oh3d, pw3d
 # File checks: each takes the path, returns a short summary, raises Malformed with what is wrong.
 
 
-class Malformed(InvalidInputError):
+class Malformed(InputError):
     """A file exists but cannot be used; the message says what is wrong."""
 
 

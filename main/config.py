@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from common.errors import InvalidInputError
+from common.errors import InputError
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -32,7 +32,7 @@ POSE_HEADS = ("vposer", "rot6d")
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-class ConfigError(InvalidInputError):
+class ConfigError(InputError):
     """A preset, an override or a field value that cannot be used; the message says which and why."""
 
 

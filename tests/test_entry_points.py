@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.errors import InvalidInputError, UserError, run_entry_point
+from common.errors import InputError, UserError, run_entry_point
 from main.config import load_config
 from main.preflight import MissingFilesError, check_test_files, check_training_files
 from tests.tiny_world import tiny_overrides, write_tiny_world
@@ -25,7 +25,7 @@ def test_user_errors_exit_2_with_one_message(capsys, monkeypatch):
         return main
 
     for error in (UserError("the thing is missing"), FileNotFoundError("no such file: x.json"),
-                  InvalidInputError("x.npy: expected (9, 6890)")):
+                  InputError("x.npy: expected (9, 6890)")):
         with pytest.raises(SystemExit) as stop:
             run_entry_point(fails(error), [])
         assert stop.value.code == 2
