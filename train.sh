@@ -14,10 +14,14 @@ cd "$(dirname "$0")"
 source tools/launcher.sh
 
 STAGE1_CKPT=$($PYTHON -c "
-import sys
+from common.errors import run_entry_point
 from main.config import load_config
-cfg = load_config('main/configs/main_train.yaml', sys.argv[1:])
-print(f'{cfg.output_dir}/{cfg.exp_name}/checkpoint/last.pth.tar')" "$@")
+
+def main(argv):
+    cfg = load_config('main/configs/main_train.yaml', argv)
+    print(f'{cfg.output_dir}/{cfg.exp_name}/checkpoint/last.pth.tar')
+
+run_entry_point(main)" "$@")
 
 echo "== stage 1: main_train =="
 $LAUNCHER -m main.train --cfg main/configs/main_train.yaml "$@"
