@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.errors import InputError, UserError
+
 # (official name or prefix, our name or prefix). A prefix ends with '.'; other entries match whole keys.
 # Keys not listed (backbone.*, pose2feat.*, transformer.encoder/decoder layers, ...) have the same name in both.
 OFFICIAL_TO_OURS = (
@@ -102,7 +104,7 @@ def read_state_dict(path):
             f"output/<exp_name>/checkpoint/.")
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state_dict or a dict holding one, got {type(obj).__name__}")
+        raise InputError(f"{path}: expected a state_dict or a dict holding one, got {type(obj).__name__}")
     extra = {}
     if obj.get("format") == FORMAT:
         state = obj["model"]
@@ -112,7 +114,7 @@ def read_state_dict(path):
     else:  # official best checkpoint: the raw state_dict
         state = obj
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: not a model checkpoint (the state_dict holds non-tensor entries)")
+        raise InputError(f"{path}: not a model checkpoint (the state_dict holds non-tensor entries)")
     converted, ignored = OrderedDict(), {}
     for key, value in state.items():
         key = key.removeprefix("module.")
@@ -152,7 +154,7 @@ def load_model_state(model, state, path, ignored=None):
             lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
         if mismatched:
             lines.append(f"  shape mismatches ({len(mismatched)}): {', '.join(mismatched)}")
-        raise ValueError("\n".join(lines))
+        raise InputError("\n".join(lines))
     model.load_state_dict(state, strict=True)
     if ignored:
         _warn_if_smpl_differs(model, ignored, path)
@@ -198,10 +200,14 @@ def save_atomic(obj, path):
         cause = _write_failure(error)
         if cause is not None:
             previous = "the previous file is intact" if path.exists() else "no previous file existed"
-            raise OSError(getattr(cause, "errno", None) or errno.EIO,
+            raise CheckpointWriteError(getattr(cause, "errno", None) or errno.EIO,
                           f"could not write checkpoint {path}: {cause}; {previous}. Free disk space (or choose "
                           f"another output_dir) and resume.") from error
         raise
+
+
+class CheckpointWriteError(UserError, OSError):
+    """A checkpoint could not be written (a full disk, a quota, a read-only folder); the previous file is intact."""
 
 
 def _write_failure(error):
@@ -271,10 +277,10 @@ def read_training_state(path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated zip, garbage bytes, a foreign pickle: all mean "cannot use this file"
-        raise ValueError(f"{path}: unreadable ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+        raise InputError(f"{path}: unreadable ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
     missing = [k for k in RESUME_KEYS if not isinstance(state, dict) or k not in state]
     if missing or state.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a resumable checkpoint of this code (missing {missing or ['format']})")
+        raise InputError(f"{path}: not a resumable checkpoint of this code (missing {missing or ['format']})")
     return state
 
 

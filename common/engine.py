@@ -1,4 +1,4 @@
-"""Training and evaluation, one plain function per phase (DETR style). Entry points: main/train.py, main/eval.py.
+"""Training and evaluation, one plain function per phase (DETR style). Entry points: main/train.py, main/test.py.
 
 `train_one_epoch` runs optimiser steps; `evaluate` runs the 3DPW protocol (spec 6) on one test set and is used
 both during training and by the standalone evaluation, so the two can never disagree.

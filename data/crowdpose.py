@@ -30,6 +30,7 @@ import warnings
 import cv2
 import numpy as np
 
+from common.errors import InputError
 from common.joint_sets import CROWDPOSE14, CROWDPOSE14_PELVIS, flip_pairs
 from data.mscoco import NEURALANNOT_SOURCE, KeypointDataset
 
@@ -90,7 +91,7 @@ class CrowdPose(KeypointDataset):
     def _fit_usable(self, entry, ann_id, fits_path):
         fit_err = entry.get("fit_err")
         if not isinstance(fit_err, (int, float)) or not np.isfinite(fit_err):
-            raise ValueError(f"{fits_path}: annotation {ann_id}: 'fit_err' must be a finite number, got {fit_err!r}")
+            raise InputError(f"{fits_path}: annotation {ann_id}: 'fit_err' must be a finite number, got {fit_err!r}")
         if self.official_crowdpose_fit_filter:
             return fit_err >= MAX_FIT_ERROR
         return fit_err < MAX_FIT_ERROR
@@ -117,7 +118,7 @@ class CrowdPose(KeypointDataset):
                 return False
             if real == (height, width):
                 return True
-            raise ValueError(f"{ann_path}: image {img['id']} ({path}) is {real[0]}x{real[1]}, but the annotation says "
+            raise InputError(f"{ann_path}: image {img['id']} ({path}) is {real[0]}x{real[1]}, but the annotation says "
                              f"{width}x{height} (width x height), neither that size nor its transpose")
         warnings.warn(f"{ann_path}: no readable non-square image to check the annotated image sizes against; assuming "
                       f"width and height are swapped, as in the official CrowdPose train file", stacklevel=4)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.errors import InputError
 from common.joint_sets import COCO17, COCO17_PELVIS, add_pelvis_neck
 from data.muco import _array
 from data.preprocessing import TEST_AUG, get_aug_config, process_bbox
@@ -98,7 +99,7 @@ class KeypointDataset(TrainingSet):
         self.num_rejected_fits = 0
         self.samples = self._load_samples()
         if not self.samples:
-            raise ValueError(f"{os.path.join(self.root, self.annotation_file)}: no usable sample (no non-crowd person "
+            raise InputError(f"{os.path.join(self.root, self.annotation_file)}: no usable sample (no non-crowd person "
                              f"with an annotated keypoint and a box inside the image)")
         self.images = TrainingImages(self.name,
                                      where=f"{os.path.join(self.root, self.image_dir)}/<file_name> as listed in "
@@ -140,7 +141,7 @@ class KeypointDataset(TrainingSet):
         for ann in db["annotations"]:
             ann_id = ann.get("id")
             if ann.get("image_id") not in images:
-                raise ValueError(f"{ann_path}: annotation {ann_id} refers to image {ann.get('image_id')}, which is not "
+                raise InputError(f"{ann_path}: annotation {ann_id} refers to image {ann.get('image_id')}, which is not "
                                  f"in the file's 'images'")
             if ann.get("iscrowd", 0):
                 continue
@@ -178,7 +179,7 @@ class KeypointDataset(TrainingSet):
             return None
         if not isinstance(entry, dict) or not isinstance(entry.get("smpl_param"), dict) \
                 or not isinstance(entry.get("cam_param"), dict):
-            raise ValueError(f"{fits_path}: annotation {ann_id}: a fit must be {{'smpl_param': {{pose, shape, trans}}, "
+            raise InputError(f"{fits_path}: annotation {ann_id}: a fit must be {{'smpl_param': {{pose, shape, trans}}, "
                              f"'cam_param': {{focal, princpt}}}}")
         if not self._fit_usable(entry, ann_id, fits_path):
             self.num_rejected_fits += 1

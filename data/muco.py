@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.errors import InputError
 from common.joint_sets import H36M17, MUCO21
 from data.preprocessing import process_bbox
 from data.train_sample import MAX_ABS_BETA, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
@@ -83,11 +84,11 @@ def _array(value, shape, what, ann_id, path):
         array = None
     if array is None or array.size != math.prod(shape):
         got = "not numeric" if array is None else f"{array.size} numbers"
-        raise ValueError(f"{path}: annotation {ann_id}: {what} must be {' x '.join(map(str, shape))} numbers, got "
+        raise InputError(f"{path}: annotation {ann_id}: {what} must be {' x '.join(map(str, shape))} numbers, got "
                          f"{got}")
     array = array.reshape(shape)
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{path}: annotation {ann_id}: {what} contains NaN or infinite values")
+        raise InputError(f"{path}: annotation {ann_id}: {what} contains NaN or infinite values")
     return array
 
 
@@ -140,7 +141,7 @@ class MuCo(TrainingSet):
         self.num_unusable_boxes = 0
         self.samples = self._load_samples()
         if not self.samples:
-            raise ValueError(f"{os.path.join(self.root, ANNOTATION_FILE)}: no usable sample (no image with a person "
+            raise InputError(f"{os.path.join(self.root, ANNOTATION_FILE)}: no usable sample (no image with a person "
                              f"whose box lies in the image)")
         self.images = TrainingImages("MuCo", where=f"{self.root}/<file_name> as listed in {ANNOTATION_FILE}",
                                      source=_SOURCES[ANNOTATION_FILE])
@@ -155,7 +156,7 @@ class MuCo(TrainingSet):
         for ann in db["annotations"]:
             ann_id = ann.get("id")
             if ann.get("image_id") not in images:
-                raise ValueError(f"{ann_path}: annotation {ann_id} refers to image {ann.get('image_id')}, which is not "
+                raise InputError(f"{ann_path}: annotation {ann_id} refers to image {ann.get('image_id')}, which is not "
                                  f"in the file's 'images'")
             arrays = {
                 "joints_cam": _array(ann.get("keypoints_cam"), (len(MUCO21), 3), "keypoints_cam", ann_id, ann_path),

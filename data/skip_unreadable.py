@@ -9,6 +9,8 @@ each file and decides when there are too many. Evaluation sets are never wrapped
 """
 import torch
 
+from common.errors import UserError
+
 SKIPPED_KEY = "skipped"
 
 
@@ -38,7 +40,7 @@ class SkipUnreadable(torch.utils.data.Dataset):
         raise FileNotFoundError(f"no training image could be read; the first error: {skipped[0]}")
 
 
-class BadDataError(RuntimeError):
+class BadDataError(UserError, RuntimeError):
     """More than the tolerated fraction of an epoch's training samples could not be read."""
 
 

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 import torch
 
+from common.errors import InputError
 from common.joint_sets import SMPL30, SMPL30_FLIP_PAIRS, flip_pairs, map_joints
 from data.occluder import occlude
 from data.posefix import overlapping_people, posefix
@@ -190,7 +191,7 @@ class TrainingImages:
             raise FileNotFoundError(f"{self.dataset} image missing or unreadable: {path}. The images belong in "
                                     f"{self.where}; get them from {self.source}.")
         if img.shape[:2] != (height, width):
-            raise ValueError(f"{self.dataset} image {path} is {img.shape[1]}x{img.shape[0]}, but {listed_in} says "
+            raise InputError(f"{self.dataset} image {path} is {img.shape[1]}x{img.shape[0]}, but {listed_in} says "
                              f"{width}x{height}")
         return img
 

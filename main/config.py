@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from common.errors import InputError
+
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
 BASE_KEY = "base"  # in a preset: the preset it starts from (a name in main/configs or a path relative to the preset)
 
@@ -42,7 +44,7 @@ POSE_HEADS = ("vposer", "rot6d")
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A preset, an override or a field value that cannot be used; the message says which and why."""
 
 

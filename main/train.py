@@ -57,6 +57,7 @@ from common.engine import (
     set_epoch_lr,
     train_one_epoch,
 )
+from common.errors import InputError, run_entry_point
 from common.losses import JointContrastiveLoss
 from common.metrics import format_table, write_results_json
 from common.renderer import overlay, render
@@ -74,6 +75,7 @@ from main.build import (
     resolve_device,
 )
 from main.config import add_config_args, config_from_args, save_config
+from main.preflight import check_training_files
 
 
 def run_evaluation(model, test_sets, smpl_by_gender, cfg, world, logger, step, best, checkpoint_dir, run_dir):
@@ -163,7 +165,7 @@ def check_same_run(saved_cfg, cfg, path):
         if theirs != ours:
             differing.append(f"{key}: checkpoint {theirs!r}, this run {ours!r}")
     if differing:
-        raise ValueError(f"{path} belongs to another configuration, refusing to resume from it:\n  "
+        raise InputError(f"{path} belongs to another configuration, refusing to resume from it:\n  "
                          + "\n  ".join(differing) + "\nUse the checkpoint's values, or another exp_name (or "
                          "init_ckpt=<checkpoint> to start a new run from its weights).")
 
@@ -375,6 +377,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     cfg = config_from_args(parser.parse_intermixed_args(argv))
+    check_training_files(cfg)  # all that is missing, at once, before any work
     try:
         exit_code = train(cfg).exit_code
     except BaseException:
@@ -385,4 +388,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry_point(main)

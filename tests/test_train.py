@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from common.engine import NonFiniteLossError, train_one_epoch
-from main import eval as eval_main
+from main import test as test_main
 from main import train as train_main
 from tests.tiny_world import assert_same_state, tiny_overrides, write_tiny_world
 
@@ -45,7 +45,7 @@ def test_train_then_evaluate(data_dir, tmp_path, capsys):
 
     # The standalone evaluation is the same function: the same numbers from the same weights.
     out = tmp_path / "eval.json"
-    assert eval_main.main(["--ckpt", str(run / "checkpoint" / "last.pth.tar"), "--out", str(out)] + overrides) == 0
+    assert test_main.main(["--ckpt", str(run / "checkpoint" / "last.pth.tar"), "--out", str(out)] + overrides) == 0
     standalone = json.loads(out.read_text())
     for name in ("3dpw", "3dpw-oc"):
         for metric in ("mpjpe", "pa_mpjpe", "mpvpe", "n"):
@@ -145,9 +145,9 @@ def test_torchrun_two_processes_train_and_evaluate(data_dir, tmp_path):
 
     ckpt = str(tmp_path / "ddp" / "checkpoint" / "last.pth.tar")
     single, double = tmp_path / "eval1.json", tmp_path / "eval2.json"
-    res1 = run_module(["-m", "main.eval", "--ckpt", ckpt, "--out", str(single), *overrides])
+    res1 = run_module(["-m", "main.test", "--ckpt", ckpt, "--out", str(single), *overrides])
     assert res1.returncode == 0, res1.stderr[-3000:]
-    res2 = subprocess.run([*torchrun, "-m", "main.eval", "--ckpt", ckpt, "--out", str(double), *overrides], cwd=REPO,
+    res2 = subprocess.run([*torchrun, "-m", "main.test", "--ckpt", ckpt, "--out", str(double), *overrides], cwd=REPO,
                           capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res2.returncode == 0, res2.stderr[-3000:]
     one, two = json.loads(single.read_text())["3dpw"], json.loads(double.read_text())["3dpw"]

@@ -99,6 +99,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from common.body_model import joint_regressor_30, load_smpl
 from common.engine import AMP_DTYPES, TrainingObjective, build_optimizer
+from common.errors import run_entry_point
 from common.losses import JointContrastiveLoss, supervised_losses
 from common.metrics import mesh_metrics
 from common.speed import compile_model, fuse_conv_bn, machine_kind, set_channels_last, setup_cpu_process
@@ -862,4 +863,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_entry_point(main)

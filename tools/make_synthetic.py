@@ -13,6 +13,7 @@ import pathlib
 
 import cv2
 
+from common.errors import run_entry_point
 from data.synthetic import DEFAULT_IMAGE_SIZE, generate
 
 
@@ -51,4 +52,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_entry_point(main)
