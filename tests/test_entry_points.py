@@ -100,6 +100,18 @@ def test_preflight_passes_on_complete_data(world, tmp_path):
     check_test_files(cfg, [ckpt])
 
 
+def test_preflight_resume_auto_needs_the_start_checkpoint_only_for_a_fresh_run(world, tmp_path):
+    out = tmp_path / "out"
+    cfg = load_config(None, tiny_overrides(world, out, resume="auto", init_ckpt=tmp_path / "stage1.pth.tar"))
+    with pytest.raises(MissingFilesError) as error:  # nothing to continue yet: the run starts from init_ckpt
+        check_training_files(cfg)
+    assert str(error.value).startswith("1 file(s)") and "stage1.pth.tar" in str(error.value)
+    checkpoint_dir = out / cfg.exp_name / "checkpoint"
+    checkpoint_dir.mkdir(parents=True)
+    (checkpoint_dir / "step_4.pth.tar").write_bytes(b"")  # the run continues from its own checkpoints
+    check_training_files(cfg)
+
+
 def _run(command, cwd, **env):
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO), **env}
     env.pop("JOTR_DEBUG", None)
