@@ -10,4 +10,4 @@ cd "$(dirname "$0")"
 source tools/launcher.sh
 CKPT_DIR=${CKPT_DIR:-checkpoint}
 
-$LAUNCHER -m main.eval --ckpt-dir "$CKPT_DIR" "$@"
+$LAUNCHER -m main.test --ckpt-dir "$CKPT_DIR" "$@"

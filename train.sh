@@ -13,7 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source tools/launcher.sh
 
+# resume=auto: re-running ./train.sh after a crash continues where it stopped (a finished stage 1 returns at once;
+# stage 2 continues from its own newest checkpoint, or starts from stage 1's, fine_tune.yaml's init_ckpt).
 echo "== stage 1: main_train =="
-$LAUNCHER -m main.train --cfg main/configs/main_train.yaml "$@"
+$LAUNCHER -m main.train --cfg main/configs/main_train.yaml resume=auto "$@"
 echo "== stage 2: fine_tune (from stage 1's last checkpoint, fine_tune.yaml's init_ckpt) =="
-$LAUNCHER -m main.train --cfg main/configs/fine_tune.yaml "$@"
+$LAUNCHER -m main.train --cfg main/configs/fine_tune.yaml resume=auto "$@"

@@ -23,6 +23,7 @@ import smplx
 import torch
 from torch import nn
 
+from common.errors import UserError
 from common.joint_sets import HEAD_TOP_EXTRA_ROW, SMPL30_FACE_VERTICES
 
 NUM_VERTICES = 6890
@@ -54,11 +55,11 @@ SMPL_LAYOUT = {
 }
 
 
-class BodyModelFileError(FileNotFoundError):
+class BodyModelFileError(UserError, FileNotFoundError):
     """A body-model file is missing or invalid. The message says which file, where to put it and where to get it."""
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(UserError, pickle.UnpicklingError):
     """A pickle names a global outside the SMPL allow-list; it was not loaded (loading could run code)."""
 
 

@@ -1,4 +1,4 @@
-"""Training and evaluation, one plain function per phase (DETR style). Entry points: main/train.py, main/eval.py.
+"""Training and evaluation, one plain function per phase (DETR style). Entry points: main/train.py, main/test.py.
 
 `train_one_epoch` runs optimiser steps; `evaluate` runs the 3DPW protocol (spec 6) on one test set and is used
 both during training and by the standalone evaluation, so the two can never disagree.
@@ -154,27 +154,36 @@ class StopRequest:
 
 
 def train_one_epoch(objective, loader, optimizer, scaler, *, device, step, amp="off", max_norm=0.0,
-                    total_steps=0, stop=None, on_step=None, log=None, progress=True, desc="train", warmup_steps=0):
+                    total_steps=0, stop=None, on_step=None, log=None, progress=True, desc="train", warmup_steps=0,
+                    bad_samples=None):
     """Optimiser steps over `loader` (one epoch, or what is left of it after a resume).
 
     objective: TrainingObjective, possibly DDP-wrapped; step: global step count before the first batch;
     amp: 'off' | 'bf16' | 'fp16'; scaler: torch.amp.GradScaler (enabled for fp16 only);
     total_steps: stop once the global step reaches it (0 = no cap); stop: StopRequest or None;
     warmup_steps: linear lr warm-up over the first global steps (apply_warmup);
-    on_step(step, terms): called after every applied step (evaluation, checkpoints, logging).
+    on_step(step, terms): called after every applied step (evaluation, checkpoints, logging);
+    bad_samples: data.skip_unreadable.BadSampleCount or None; it takes each batch's record of skipped samples.
     A non-finite loss on any process raises NonFiniteLossError on every process before backward, so the step
-    is not applied. Returns (step, stop_requested): stop_requested is True when a process received SIGINT/SIGTERM
-    (the same answer on every process); the loop also ends early once total_steps is reached.
+    is not applied; too many skipped samples on any process raise bad_samples.error() on every process.
+    Returns (step, stop_requested): stop_requested is True when a process received SIGINT/SIGTERM (the same answer
+    on every process); the loop also ends early once total_steps is reached.
     """
     objective.train()
     amp_dtype = AMP_DTYPES[amp]
     bar = tqdm(loader, desc=desc, dynamic_ncols=True, disable=not progress, leave=False)
     for inputs, targets, meta in bar:
+        if bad_samples is not None:
+            bad_samples.take(meta)
         inputs, targets, meta = to_device((inputs, targets, meta), device)
         with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             total, terms = objective(inputs, targets, meta)
-        # One collective per step: every process learns whether any process saw a non-finite loss.
-        (bad_loss,) = all_reduce_max([0.0 if torch.isfinite(total.detach()) else 1.0], device)
+        # One collective per step: every process learns whether any process saw a non-finite loss or too many
+        # unreadable samples.
+        bad_loss, bad_data = all_reduce_max([0.0 if torch.isfinite(total.detach()) else 1.0,
+                                             1.0 if bad_samples is not None and bad_samples.exceeded else 0.0], device)
+        if bad_data:
+            raise bad_samples.error()
         if bad_loss:
             values = {k: float(v.detach()) for k, v in terms.items()}
             raise NonFiniteLossError(f"non-finite loss at step {step + 1}; the step was not applied. Terms: {values}")

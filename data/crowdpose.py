@@ -30,6 +30,7 @@ import warnings
 import cv2
 import numpy as np
 
+from common.errors import InputError
 from common.joint_sets import CROWDPOSE14, CROWDPOSE14_PELVIS, flip_pairs
 from data.mscoco import NEURALANNOT_SOURCE, KeypointDataset
 
@@ -77,12 +78,12 @@ class CrowdPose(KeypointDataset):
 
     def __init__(self, data_dir, body_model, joint_regressor_30, h36m_regressor=None, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True, augment=True, seed=0,
-                 max_missing_images=None, official_crowdpose_flip=False, official_crowdpose_fit_filter=False,
+                 official_crowdpose_flip=False, official_crowdpose_fit_filter=False,
                  occlusion_prob=0.0):
         self.official_crowdpose_fit_filter = bool(official_crowdpose_fit_filter)
         self.image_size_swapped = None
         super().__init__(data_dir, body_model, joint_regressor_30, h36m_regressor, input_img_shape, output_hm_shape,
-                         bbox_3d_size, update_bbox, augment, seed, max_missing_images, occlusion_prob)
+                         bbox_3d_size, update_bbox, augment, seed, occlusion_prob)
         self.official_crowdpose_flip = bool(official_crowdpose_flip)
         if self.official_crowdpose_flip:
             self.flip_input_order = official_flip_input_order(self.joint_set)
@@ -90,7 +91,7 @@ class CrowdPose(KeypointDataset):
     def _fit_usable(self, entry, ann_id, fits_path):
         fit_err = entry.get("fit_err")
         if not isinstance(fit_err, (int, float)) or not np.isfinite(fit_err):
-            raise ValueError(f"{fits_path}: annotation {ann_id}: 'fit_err' must be a finite number, got {fit_err!r}")
+            raise InputError(f"{fits_path}: annotation {ann_id}: 'fit_err' must be a finite number, got {fit_err!r}")
         if self.official_crowdpose_fit_filter:
             return fit_err >= MAX_FIT_ERROR
         return fit_err < MAX_FIT_ERROR
@@ -117,7 +118,7 @@ class CrowdPose(KeypointDataset):
                 return False
             if real == (height, width):
                 return True
-            raise ValueError(f"{ann_path}: image {img['id']} ({path}) is {real[0]}x{real[1]}, but the annotation says "
+            raise InputError(f"{ann_path}: image {img['id']} ({path}) is {real[0]}x{real[1]}, but the annotation says "
                              f"{width}x{height} (width x height), neither that size nor its transpose")
         warnings.warn(f"{ann_path}: no readable non-square image to check the annotated image sizes against; assuming "
                       f"width and height are swapped, as in the official CrowdPose train file", stacklevel=4)

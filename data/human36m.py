@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from common.errors import InputError
 from common.joint_sets import H36M17
 from data.muco import _array, fit_check_regressor
 from data.preprocessing import process_bbox
@@ -127,13 +128,13 @@ class Human36M(TrainingSet):
     Arguments as data.muco.MuCo: data_dir (holding Human36M/), body_model, joint_regressor_30 (30, 6890; its rows
     0-23 must be the body model's own J_regressor, as common.body_model.joint_regressor_30 builds it: row 0 gives the
     rest-pose root fit_to_camera needs), h36m_regressor (17, 6890) for the fit-validity test, input_img_shape,
-    output_hm_shape, bbox_3d_size (metres), update_bbox, augment, seed, max_missing_images; plus subjects and
+    output_hm_shape, bbox_3d_size (metres), update_bbox, augment, seed; plus subjects and
     sampling_ratio (the training protocol by default).
     """
 
     def __init__(self, data_dir, body_model, joint_regressor_30, h36m_regressor, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True, augment=True, seed=0,
-                 max_missing_images=None, subjects=TRAIN_SUBJECTS, sampling_ratio=SAMPLING_RATIO, occlusion_prob=0.0):
+                 subjects=TRAIN_SUBJECTS, sampling_ratio=SAMPLING_RATIO, occlusion_prob=0.0):
         self.root = os.path.join(os.fspath(data_dir), "Human36M")
         self.h36m_regressor = fit_check_regressor(h36m_regressor)
         self.builder = TrainSampleBuilder(body_model, joint_regressor_30, input_img_shape, output_hm_shape,
@@ -150,8 +151,8 @@ class Human36M(TrainingSet):
         for subject in self.subjects:
             self.samples.extend(self._load_subject(subject, rng))
         if not self.samples:
-            raise ValueError(f"{self.root}: no usable Human3.6M sample for subjects {self.subjects}")
-        self.images = TrainingImages("Human3.6M", len(self.samples), max_missing_images,
+            raise InputError(f"{self.root}: no usable Human3.6M sample for subjects {self.subjects}")
+        self.images = TrainingImages("Human3.6M",
                                      where=f"{self.root}/images/<file_name> as listed in the "
                                            f"Human36M_subject*_data.json files",
                                      source=SOURCE)
@@ -167,7 +168,7 @@ class Human36M(TrainingSet):
             ann_id = ann.get("id")
             img = images.get(ann.get("image_id"))
             if img is None:
-                raise ValueError(f"{data_path}: annotation {ann_id} refers to image {ann.get('image_id')}, which is "
+                raise InputError(f"{data_path}: annotation {ann_id} refers to image {ann.get('image_id')}, which is "
                                  f"not in the file's 'images'")
             if int(img["frame_idx"]) % self.sampling_ratio != 0:
                 continue
@@ -179,11 +180,11 @@ class Human36M(TrainingSet):
             where = f"action {keys[0]}, subaction {keys[1]}, frame {keys[2]}"
             joints_world = _lookup(files["joint_3d"], keys)
             if joints_world is None:
-                raise ValueError(f"{paths['joint_3d']}: annotation {ann_id}: no joints for {where}")
+                raise InputError(f"{paths['joint_3d']}: annotation {ann_id}: no joints for {where}")
             joints_world = _array(joints_world, (len(H36M17), 3), f"joint_3d of {where}", ann_id, paths["joint_3d"])
             joints_cam = joints_world @ camera.rotation.T + camera.translation_mm
             if np.any(joints_cam[:, 2] <= 0):
-                raise ValueError(f"{paths['joint_3d']}: annotation {ann_id}: joints behind camera {cam_key} (check "
+                raise InputError(f"{paths['joint_3d']}: annotation {ann_id}: joints behind camera {cam_key} (check "
                                  f"that {os.path.basename(paths['camera'])} belongs to subject {subject})")
             joints_img = joints_cam[:, :2] / joints_cam[:, 2:] * camera.focal + camera.princpt
             bbox = _array(ann.get("bbox"), (4,), "bbox", ann_id, data_path)
@@ -207,12 +208,12 @@ class Human36M(TrainingSet):
     def _camera(cameras, cam_key, ann_id, path):
         entry = cameras.get(cam_key)
         if entry is None:
-            raise ValueError(f"{path}: annotation {ann_id} uses camera {cam_key}, which the file does not have "
+            raise InputError(f"{path}: annotation {ann_id} uses camera {cam_key}, which the file does not have "
                              f"(cameras: {', '.join(sorted(cameras))})")
         what = f"camera {cam_key}"
         rotation = _array(entry.get("R"), (3, 3), f"{what} R", ann_id, path)
         if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-4):
-            raise ValueError(f"{path}: annotation {ann_id}: {what} R is not a rotation matrix")
+            raise InputError(f"{path}: annotation {ann_id}: {what} R is not a rotation matrix")
         return H36MCamera(rotation=rotation, translation_mm=_array(entry.get("t"), (3,), f"{what} t", ann_id, path),
                           focal=_array(entry.get("f"), (2,), f"{what} f", ann_id, path),
                           princpt=_array(entry.get("c"), (2,), f"{what} c", ann_id, path))
@@ -244,20 +245,15 @@ class Human36M(TrainingSet):
 
     def item(self, index, return_geometry=False, aug=None):
         """Item `index` of the current epoch; with return_geometry also the crop's SampleGeometry; `aug` (an
-        AugConfig) replaces the drawn augmentation (tests, visualisation). A missing image is replaced by the next
-        sample (with a warning, up to max_missing_images)."""
+        AugConfig) replaces the drawn augmentation (tests, visualisation). A missing image is a FileNotFoundError naming
+        the file."""
         rng = self.rng(index)
-        for offset in range(len(self.samples)):
-            position = (index + offset) % len(self.samples)
-            sample = self.samples[position]
-            img = self.images.read(sample.img_path, sample.img_width, sample.img_height,
-                                   f"Human36M_subject{sample.subject}_data.json")
-            if img is None:
-                continue
-            return self.builder(img, sample.bbox, sample.joints_img, np.ones(len(H36M17)), H36M17, rng, self.augment,
-                                joints_cam=sample.joints_cam / 1000.0, smpl_fit=self.camera_fit(position),
-                                bbox_scale=sample.bbox_scale, aug=aug, return_geometry=return_geometry)
-        raise FileNotFoundError(f"no Human3.6M image could be read under {self.root}/images")
+        sample = self.samples[index]
+        img = self.images.read(sample.img_path, sample.img_width, sample.img_height,
+                               f"Human36M_subject{sample.subject}_data.json")
+        return self.builder(img, sample.bbox, sample.joints_img, np.ones(len(H36M17)), H36M17, rng, self.augment,
+                            joints_cam=sample.joints_cam / 1000.0, smpl_fit=self.camera_fit(index),
+                            bbox_scale=sample.bbox_scale, aug=aug, return_geometry=return_geometry)
 
 
 def _lookup(nested, keys):

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.errors import InputError, UserError
 from common.joint_sets import (
     COCO17,
     COCO17_PELVIS_NECK,
@@ -54,11 +55,11 @@ KEYPOINT_FORMATS_HELP = (
 KEYPOINT_RCNN_DEFAULT_THRESHOLD = 0.7
 
 
-class KeypointFileError(ValueError):
+class KeypointFileError(InputError):
     """A keypoint file that cannot be read; the message names the file and the expected format."""
 
 
-class DetectorUnavailableError(RuntimeError):
+class DetectorUnavailableError(UserError, RuntimeError):
     """The Keypoint R-CNN weights could not be loaded (usually: no internet); the message says what to do."""
 
 

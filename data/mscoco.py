@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.errors import InputError
 from common.joint_sets import COCO17, COCO17_PELVIS, add_pelvis_neck
 from data.muco import _array
 from data.preprocessing import TEST_AUG, get_aug_config, process_bbox
@@ -70,8 +71,7 @@ class KeypointDataset(TrainingSet):
 
     Arguments as data.muco.MuCo: data_dir (holding <name>/), body_model, joint_regressor_30 (30, 6890),
     h36m_regressor (unused: 2D sets have no 3D ground truth to check fits against; accepted so that all training
-    sets share one signature), input_img_shape, output_hm_shape, bbox_3d_size (metres), update_bbox, augment, seed,
-    max_missing_images.
+    sets share one signature), input_img_shape, output_hm_shape, bbox_3d_size (metres), update_bbox, augment, seed.
     """
 
     name = ""  # directory under data_dir; also salts the per-item seeds
@@ -84,7 +84,7 @@ class KeypointDataset(TrainingSet):
 
     def __init__(self, data_dir, body_model, joint_regressor_30, h36m_regressor=None, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True, augment=True, seed=0,
-                 max_missing_images=None, occlusion_prob=0.0):
+                 occlusion_prob=0.0):
         del h36m_regressor
         self.root = os.path.join(os.fspath(data_dir), self.name)
         self.builder = TrainSampleBuilder(body_model, joint_regressor_30, input_img_shape, output_hm_shape,
@@ -99,9 +99,9 @@ class KeypointDataset(TrainingSet):
         self.num_rejected_fits = 0
         self.samples = self._load_samples()
         if not self.samples:
-            raise ValueError(f"{os.path.join(self.root, self.annotation_file)}: no usable sample (no non-crowd person "
+            raise InputError(f"{os.path.join(self.root, self.annotation_file)}: no usable sample (no non-crowd person "
                              f"with an annotated keypoint and a box inside the image)")
-        self.images = TrainingImages(self.name, len(self.samples), max_missing_images,
+        self.images = TrainingImages(self.name,
                                      where=f"{os.path.join(self.root, self.image_dir)}/<file_name> as listed in "
                                            f"{os.path.basename(self.annotation_file)}",
                                      source=self.sources["images"])
@@ -141,7 +141,7 @@ class KeypointDataset(TrainingSet):
         for ann in db["annotations"]:
             ann_id = ann.get("id")
             if ann.get("image_id") not in images:
-                raise ValueError(f"{ann_path}: annotation {ann_id} refers to image {ann.get('image_id')}, which is not "
+                raise InputError(f"{ann_path}: annotation {ann_id} refers to image {ann.get('image_id')}, which is not "
                                  f"in the file's 'images'")
             if ann.get("iscrowd", 0):
                 continue
@@ -179,7 +179,7 @@ class KeypointDataset(TrainingSet):
             return None
         if not isinstance(entry, dict) or not isinstance(entry.get("smpl_param"), dict) \
                 or not isinstance(entry.get("cam_param"), dict):
-            raise ValueError(f"{fits_path}: annotation {ann_id}: a fit must be {{'smpl_param': {{pose, shape, trans}}, "
+            raise InputError(f"{fits_path}: annotation {ann_id}: a fit must be {{'smpl_param': {{pose, shape, trans}}, "
                              f"'cam_param': {{focal, princpt}}}}")
         if not self._fit_usable(entry, ann_id, fits_path):
             self.num_rejected_fits += 1
@@ -195,34 +195,29 @@ class KeypointDataset(TrainingSet):
 
     def item(self, index, return_geometry=False, aug=None):
         """Item `index` of the current epoch; with return_geometry also the crop's SampleGeometry; `aug` (an
-        AugConfig) replaces the drawn augmentation (tests, visualisation). A missing image is replaced by the next
-        sample (with a warning, up to max_missing_images)."""
+        AugConfig) replaces the drawn augmentation (tests, visualisation). A missing image is a FileNotFoundError naming
+        the file."""
         rng = self.rng(index)
-        for offset in range(len(self.samples)):
-            sample = self.samples[(index + offset) % len(self.samples)]
-            img = self.images.read(sample.img_path, sample.img_width, sample.img_height,
-                                   os.path.basename(self.annotation_file))
-            if img is None:
-                continue
-            joints, bbox_scale = sample.joints, sample.bbox_scale
-            if self.flip_input_order is not None:
-                # Draw the crop enlargement and the augmentation exactly as the builder would (same generator, same
-                # order), to know before the call whether this item is flipped.
-                if bbox_scale is None:
-                    bbox_scale = float(rng.uniform(1.0, 1.2))
-                if aug is None:
-                    aug = get_aug_config(rng) if self.augment else TEST_AUG
-                if aug.do_flip:
-                    joints = joints[self.flip_input_order]
-            fit = None
-            if sample.smpl is not None:
-                fit = SMPLFit(pose=sample.smpl["pose"], shape=sample.smpl["shape"], trans=sample.smpl["trans"],
-                              focal=sample.smpl["focal"], princpt=sample.smpl["princpt"])
-            extra = {"near_joints": [j.copy() for j in sample.near_joints]} if self.pass_near_joints else {}
-            return self.builder(img, sample.bbox, joints[:, :2], joints[:, 2], self.joint_set, rng, self.augment,
-                                smpl_fit=fit, bbox_scale=bbox_scale, aug=aug, return_geometry=return_geometry,
-                                **extra)
-        raise FileNotFoundError(f"no {self.name} image could be read under {os.path.join(self.root, self.image_dir)}")
+        sample = self.samples[index]
+        img = self.images.read(sample.img_path, sample.img_width, sample.img_height,
+                               os.path.basename(self.annotation_file))
+        joints, bbox_scale = sample.joints, sample.bbox_scale
+        if self.flip_input_order is not None:
+            # Draw the crop enlargement and the augmentation exactly as the builder would (same generator, same
+            # order), to know before the call whether this item is flipped.
+            if bbox_scale is None:
+                bbox_scale = float(rng.uniform(1.0, 1.2))
+            if aug is None:
+                aug = get_aug_config(rng) if self.augment else TEST_AUG
+            if aug.do_flip:
+                joints = joints[self.flip_input_order]
+        fit = None
+        if sample.smpl is not None:
+            fit = SMPLFit(pose=sample.smpl["pose"], shape=sample.smpl["shape"], trans=sample.smpl["trans"],
+                          focal=sample.smpl["focal"], princpt=sample.smpl["princpt"])
+        extra = {"near_joints": [j.copy() for j in sample.near_joints]} if self.pass_near_joints else {}
+        return self.builder(img, sample.bbox, joints[:, :2], joints[:, 2], self.joint_set, rng, self.augment,
+                            smpl_fit=fit, bbox_scale=bbox_scale, aug=aug, return_geometry=return_geometry, **extra)
 
 
 class MSCOCO(KeypointDataset):

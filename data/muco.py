@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.errors import InputError
 from common.joint_sets import H36M17, MUCO21
 from data.preprocessing import process_bbox
 from data.train_sample import MAX_ABS_BETA, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
@@ -83,11 +84,11 @@ def _array(value, shape, what, ann_id, path):
         array = None
     if array is None or array.size != math.prod(shape):
         got = "not numeric" if array is None else f"{array.size} numbers"
-        raise ValueError(f"{path}: annotation {ann_id}: {what} must be {' x '.join(map(str, shape))} numbers, got "
+        raise InputError(f"{path}: annotation {ann_id}: {what} must be {' x '.join(map(str, shape))} numbers, got "
                          f"{got}")
     array = array.reshape(shape)
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{path}: annotation {ann_id}: {what} contains NaN or infinite values")
+        raise InputError(f"{path}: annotation {ann_id}: {what} contains NaN or infinite values")
     return array
 
 
@@ -121,16 +122,14 @@ class MuCo(TrainingSet):
     for the fits; joint_regressor_30 (30, 6890); h36m_regressor (17, 6890) for the fit-validity test;
     input_img_shape (H, W); output_hm_shape (D, H, W); bbox_3d_size metres; update_bbox: draw a new crop enlargement
     U[1.0, 1.2) for every item (else one per sample, drawn when loading); augment: training augmentation and input
-    pose corruption; seed: base seed (see module docstring); max_missing_images: how many distinct missing images
-    are skipped (each with a warning, the item is replaced by the next sample) before an error; default
-    min(100, 1 % of the samples), at least 1. The count is per process: each DataLoader worker holds its own copy.
+    pose corruption; seed: base seed (see module docstring).
     Joint validity: MuCo annotates all 21 joints of every person, so all are valid (truncation comes from the crop
     and the depth range).
     """
 
     def __init__(self, data_dir, body_model, joint_regressor_30, h36m_regressor, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True, augment=True, seed=0,
-                 max_missing_images=None, occlusion_prob=0.0):
+                 occlusion_prob=0.0):
         self.root = os.path.join(os.fspath(data_dir), "MuCo")
         self.h36m_regressor = fit_check_regressor(h36m_regressor)
         self.builder = TrainSampleBuilder(body_model, joint_regressor_30, input_img_shape, output_hm_shape,
@@ -142,10 +141,9 @@ class MuCo(TrainingSet):
         self.num_unusable_boxes = 0
         self.samples = self._load_samples()
         if not self.samples:
-            raise ValueError(f"{os.path.join(self.root, ANNOTATION_FILE)}: no usable sample (no image with a person "
+            raise InputError(f"{os.path.join(self.root, ANNOTATION_FILE)}: no usable sample (no image with a person "
                              f"whose box lies in the image)")
-        self.images = TrainingImages("MuCo", len(self.samples), max_missing_images,
-                                     where=f"{self.root}/<file_name> as listed in {ANNOTATION_FILE}",
+        self.images = TrainingImages("MuCo", where=f"{self.root}/<file_name> as listed in {ANNOTATION_FILE}",
                                      source=_SOURCES[ANNOTATION_FILE])
 
     def _load_samples(self):
@@ -158,7 +156,7 @@ class MuCo(TrainingSet):
         for ann in db["annotations"]:
             ann_id = ann.get("id")
             if ann.get("image_id") not in images:
-                raise ValueError(f"{ann_path}: annotation {ann_id} refers to image {ann.get('image_id')}, which is not "
+                raise InputError(f"{ann_path}: annotation {ann_id} refers to image {ann.get('image_id')}, which is not "
                                  f"in the file's 'images'")
             arrays = {
                 "joints_cam": _array(ann.get("keypoints_cam"), (len(MUCO21), 3), "keypoints_cam", ann_id, ann_path),
@@ -207,20 +205,16 @@ class MuCo(TrainingSet):
 
     def item(self, index, return_geometry=False):
         """Item `index` of the current epoch; with return_geometry also the crop's SampleGeometry (tests, plots).
-        A missing image is replaced by the next sample (with a warning, up to max_missing_images)."""
+        A missing image is a FileNotFoundError naming the file."""
         rng = self.rng(index)
-        for offset in range(len(self.samples)):
-            sample = self.samples[(index + offset) % len(self.samples)]
-            img = self.images.read(sample.img_path, sample.img_width, sample.img_height, ANNOTATION_FILE)
-            if img is None:
-                continue
-            fit = None
-            if sample.smpl is not None:
-                fit = SMPLFit(pose=sample.smpl["pose"], shape=sample.smpl["shape"], trans=sample.smpl["trans"],
-                              focal=sample.focal, princpt=sample.princpt,
-                              check=lambda verts, s=sample: fit_error_mm(verts, s.joints_cam, self.h36m_regressor)
-                              <= FIT_ERROR_THRESHOLD_MM)
-            return self.builder(img, sample.bbox, sample.joints_img, np.ones(len(MUCO21)), MUCO21, rng, self.augment,
-                                joints_cam=sample.joints_cam / 1000.0, smpl_fit=fit, bbox_scale=sample.bbox_scale,
-                                near_joints=sample.near_joints, return_geometry=return_geometry)
-        raise FileNotFoundError(f"no MuCo image could be read under {self.root}")
+        sample = self.samples[index]
+        img = self.images.read(sample.img_path, sample.img_width, sample.img_height, ANNOTATION_FILE)
+        fit = None
+        if sample.smpl is not None:
+            fit = SMPLFit(pose=sample.smpl["pose"], shape=sample.smpl["shape"], trans=sample.smpl["trans"],
+                          focal=sample.focal, princpt=sample.princpt,
+                          check=lambda verts: fit_error_mm(verts, sample.joints_cam, self.h36m_regressor)
+                          <= FIT_ERROR_THRESHOLD_MM)
+        return self.builder(img, sample.bbox, sample.joints_img, np.ones(len(MUCO21)), MUCO21, rng, self.augment,
+                            joints_cam=sample.joints_cam / 1000.0, smpl_fit=fit, bbox_scale=sample.bbox_scale,
+                            near_joints=sample.near_joints, return_geometry=return_geometry)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from common.errors import InputError
 from common.joint_sets import COCO17, COCO17_PELVIS_NECK, SMPL30, add_pelvis_neck, map_joints
 from data.muco import _array
 from data.preprocessing import get_bbox, process_bbox
@@ -93,7 +94,7 @@ class OH3D(torch.utils.data.Dataset):
         self.bbox_format = bbox_format
         self.samples = self._load_samples()
         if not self.samples:
-            raise ValueError(f"{os.path.join(self.data_dir, ANNOTATION_FILE)}: no annotation")
+            raise InputError(f"{os.path.join(self.data_dir, ANNOTATION_FILE)}: no annotation")
         self.num_gt_bbox_crops = sum(not s.joints_valid.any() for s in self.samples)
         if self.num_gt_bbox_crops:
             warnings.warn(f"{variant}: {self.num_gt_bbox_crops} of {len(self.samples)} people have no usable input "
@@ -108,11 +109,11 @@ class OH3D(torch.utils.data.Dataset):
         with open(path) as f:
             db = json.load(f)
         if not isinstance(db, dict):
-            raise ValueError(f"{path}: expected a JSON object {{image path: annotation}}, got {type(db).__name__}")
+            raise InputError(f"{path}: expected a JSON object {{image path: annotation}}, got {type(db).__name__}")
         samples = []
         for key, ann in db.items():
             if not isinstance(ann, dict):
-                raise ValueError(f"{path}: annotation {key}: expected an object with hrnet_results, bbox, pose, "
+                raise InputError(f"{path}: annotation {key}: expected an object with hrnet_results, bbox, pose, "
                                  f"shape, trans")
             hrnet = _array(ann.get("hrnet_results"), (len(COCO17), 3), "hrnet_results", key, path)
             joints = map_joints(add_pelvis_neck(hrnet.astype(np.float32), COCO17_PELVIS_NECK), COCO17_PELVIS_NECK,
@@ -138,10 +139,10 @@ class OH3D(torch.utils.data.Dataset):
         try:
             regressor = np.load(path, allow_pickle=False)
         except Exception as err:
-            raise ValueError(f"{path} is not a readable .npy regressor ({type(err).__name__}: {err}); it comes "
+            raise InputError(f"{path} is not a readable .npy regressor ({type(err).__name__}: {err}); it comes "
                              f"from {SOURCE}") from err
         if regressor.ndim != 2 or regressor.shape[0] != 17:
-            raise ValueError(f"{path}: the H36M regressor must be (17, V), got {regressor.shape}")
+            raise InputError(f"{path}: the H36M regressor must be (17, V), got {regressor.shape}")
         return regressor.astype(np.float32)
 
     def __len__(self):
@@ -160,7 +161,7 @@ class OH3D(torch.utils.data.Dataset):
                 return bbox, False
         bbox = process_bbox(sample.gt_bbox, img_width, img_height, scale=TEST_BBOX_SCALE)
         if bbox is None:
-            raise ValueError(f"{os.path.join(self.data_dir, ANNOTATION_FILE)}: annotation {sample.key} has neither "
+            raise InputError(f"{os.path.join(self.data_dir, ANNOTATION_FILE)}: annotation {sample.key} has neither "
                              f"usable input joints nor a usable bbox ({sample.gt_bbox.tolist()} as xywh, read as "
                              f"{self.bbox_format}) inside its {img_width}x{img_height} image")
         return bbox, True

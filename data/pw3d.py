@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from common.errors import InputError
 from common.joint_sets import COCO17_PELVIS_NECK, OPENPOSE18_PELVIS, SMPL30, add_pelvis_neck, map_joints
 from data.preprocessing import affine_points, generate_patch_image, get_bbox, process_bbox, to_heatmap_frame, trunc_mask
 from data.train_sample import read_rgb
@@ -123,7 +124,7 @@ class PW3D(torch.utils.data.Dataset):
         for ann in db["annotations"]:
             img = images.get(ann["image_id"])
             if img is None:
-                raise ValueError(f"{ann_file}: annotation {ann['id']} refers to image {ann['image_id']}, "
+                raise InputError(f"{ann_file}: annotation {ann['id']} refers to image {ann['image_id']}, "
                                  f"which is not in the file's 'images'")
             if self.variant == "3dpw-crowd" and not any(seq in img["sequence"] for seq in CROWD_SEQUENCES):
                 continue
@@ -134,7 +135,7 @@ class PW3D(torch.utils.data.Dataset):
         smpl = ann["smpl_param"]
         pose, shape, trans = (np.asarray(smpl[k], dtype=np.float32).reshape(-1) for k in ("pose", "shape", "trans"))
         if pose.shape != (72,) or shape.shape != (10,) or trans.shape != (3,) or smpl["gender"] not in GENDER_CODES:
-            raise ValueError(f"{ann_file}: annotation {ann['id']} has smpl_param pose {pose.shape}, shape "
+            raise InputError(f"{ann_file}: annotation {ann['id']} has smpl_param pose {pose.shape}, shape "
                              f"{shape.shape}, trans {trans.shape}, gender {smpl['gender']!r}; expected (72,), (10,), "
                              f"(3,) and one of {sorted(GENDER_CODES)}")
         hhrnet_entry = None if hhrnet is None else hhrnet.get(str(ann["id"]))
@@ -160,7 +161,7 @@ class PW3D(torch.utils.data.Dataset):
         if bbox_from_gt:
             bbox = process_bbox(ann["bbox"], width, height, scale=TEST_BBOX_SCALE)
             if bbox is None:
-                raise ValueError(f"{ann_file}: annotation {ann['id']} has neither usable input joints nor a usable "
+                raise InputError(f"{ann_file}: annotation {ann['id']} has neither usable input joints nor a usable "
                                  f"bbox ({ann['bbox']}) inside its {width}x{height} image")
         return PW3DSample(
             ann_id=int(ann["id"]),
@@ -176,7 +177,7 @@ class PW3D(torch.utils.data.Dataset):
         img = read_rgb(sample.img_path, "3DPW image", f" (annotation {sample.ann_id}); the images come from the 3DPW "
                        f"site (https://virtualhumans.mpi-inf.mpg.de/3DPW/), imageFiles/<sequence>/")
         if img.shape[:2] != (sample.img_height, sample.img_width):
-            raise ValueError(f"3DPW image {sample.img_path} is {img.shape[1]}x{img.shape[0]}, but its annotation "
+            raise InputError(f"3DPW image {sample.img_path} is {img.shape[1]}x{img.shape[0]}, but its annotation "
                              f"says {sample.img_width}x{sample.img_height}")
         return img
 

@@ -9,6 +9,7 @@ receives only the keyword arguments its constructor names; one that no training 
 import inspect
 import os
 
+from common.errors import InputError
 from data.crowdpose import CrowdPose
 from data.human36m import Human36M
 from data.mscoco import MSCOCO
@@ -26,7 +27,7 @@ TEST_DATASET_DIRS = {"3dpw": "3DPW", "3dpw-oc": "3DPW", "3dpw-pc": "3DPW", "3dpw
 def _train_class(name):
     if name in TRAIN_DATASETS:
         return TRAIN_DATASETS[name]
-    raise ValueError(f"unknown training dataset '{name}'; available: {', '.join(sorted(TRAIN_DATASETS))} "
+    raise InputError(f"unknown training dataset '{name}'; available: {', '.join(sorted(TRAIN_DATASETS))} "
                      f"(config keys trainset_3d / trainset_2d)")
 
 
@@ -58,7 +59,7 @@ def build_train_dataset(names_3d, names_2d, **common_kwargs):
     for name in names_3d + names_2d:
         _train_class(name)
     if not names_3d and not names_2d:
-        raise ValueError("no training dataset: trainset_3d and trainset_2d are both empty")
+        raise InputError("no training dataset: trainset_3d and trainset_2d are both empty")
     _check_kwargs(common_kwargs)
     groups = [_group(names, common_kwargs) for names in (names_3d, names_2d) if names]
     if len(groups) == 1:
@@ -71,6 +72,6 @@ def build_test_dataset(name, data_dir="data", **kwargs):
     '3doh' (data.oh3d.OH3D, read from <data_dir>/OH3D). Other keyword arguments go to the dataset class
     (input_img_shape, output_hm_shape, smpl_fn_by_gender)."""
     if name not in TEST_DATASETS:
-        raise ValueError(f"unknown test dataset '{name}'; available: {', '.join(sorted(TEST_DATASETS))} "
+        raise InputError(f"unknown test dataset '{name}'; available: {', '.join(sorted(TEST_DATASETS))} "
                          f"(config key testsets)")
     return TEST_DATASETS[name](os.path.join(os.fspath(data_dir), TEST_DATASET_DIRS[name]), name, **kwargs)

@@ -26,7 +26,6 @@ Randomness comes only from the numpy Generator passed to each call, drawn in thi
 occluders (when `augment` and occlusion_prob > 0).
 """
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +33,7 @@ import cv2
 import numpy as np
 import torch
 
+from common.errors import InputError
 from common.joint_sets import SMPL30, SMPL30_FLIP_PAIRS, flip_pairs, map_joints
 from data.occluder import occlude
 from data.posefix import overlapping_people, posefix
@@ -169,49 +169,31 @@ class TrainingSet(torch.utils.data.Dataset):
         """The Generator item `index` of the current epoch draws from."""
         return np.random.default_rng([self.seed, self.seed_salt, self.epoch, int(index)])
 
-    @property
-    def max_missing_images(self):
-        return self.images.limit
-
     def __getitem__(self, index):
         return self.item(index)
 
 
 class TrainingImages:
-    """Reads a training set's images and tolerates a few missing ones: a missing or unreadable image makes the loader
-    skip that sample with a warning; past `limit` distinct missing images it is an error that says where the images
-    belong and where they come from. (Evaluation sets never skip: their loaders raise at the first one.)
+    """Reads a training set's images. A missing or unreadable image is a FileNotFoundError that names the file, where
+    the images belong and where they come from; the training loop skips such samples and counts them
+    (data.skip_unreadable), evaluation sets never do.
 
-    dataset: name for messages; num_samples: the set's size; limit: None = min(100, 1 % of the samples), at least
-    1; where / source: the expected location and the download, for the error. The count is per process (each
-    DataLoader worker holds its own copy)."""
+    dataset: name for messages; where / source: the expected location and the download, for the error."""
 
-    def __init__(self, dataset, num_samples, limit, where, source):
+    def __init__(self, dataset, where, source):
         self.dataset, self.where, self.source = dataset, where, source
-        self.limit = max(1, min(100, num_samples // 100)) if limit is None else int(limit)
-        self.missing = set()
 
     def read(self, path, width, height, listed_in):
-        """(H, W, 3) uint8 RGB, or None (counted, with a warning) when the file is missing or unreadable. An image
-        whose size differs from its annotation's (width x height, listed in `listed_in`) is an error."""
+        """(H, W, 3) uint8 RGB. An image whose size differs from its annotation's (width x height, listed in
+        `listed_in`) is a ValueError."""
         img = read_rgb_or_none(path)
         if img is None:
-            self._note_missing(path)
-            return None
+            raise FileNotFoundError(f"{self.dataset} image missing or unreadable: {path}. The images belong in "
+                                    f"{self.where}; get them from {self.source}.")
         if img.shape[:2] != (height, width):
-            raise ValueError(f"{self.dataset} image {path} is {img.shape[1]}x{img.shape[0]}, but {listed_in} says "
+            raise InputError(f"{self.dataset} image {path} is {img.shape[1]}x{img.shape[0]}, but {listed_in} says "
                              f"{width}x{height}")
         return img
-
-    def _note_missing(self, path):
-        self.missing.add(os.fspath(path))
-        count = len(self.missing)
-        if count > self.limit:
-            raise FileNotFoundError(
-                f"{count} {self.dataset} images are missing or unreadable (more than the {self.limit} tolerated), "
-                f"e.g. {path}. The images belong in {self.where}; get them from {self.source}.")
-        warnings.warn(f"{self.dataset} image missing or unreadable, sample skipped ({count} so far, up to "
-                      f"{self.limit} tolerated): {path}", stacklevel=4)
 
 
 def _col(x):

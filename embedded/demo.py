@@ -32,6 +32,7 @@ from torch import nn
 from common.checkpoint import load_checkpoint
 from common.distributed import DistInfo
 from common.engine import evaluate
+from common.errors import run_entry_point
 from common.metrics import METRIC_NAMES, write_results_json
 from common.speed import inference_model, machine_kind, setup_cpu_process
 from data.keypoints_io import read_keypoint_file
@@ -252,4 +253,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry_point(main)

@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from common.errors import InputError
+
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
 BASE_KEY = "base"  # in a preset: the preset it starts from (a name in main/configs or a path relative to the preset)
 
@@ -42,7 +44,7 @@ POSE_HEADS = ("vposer", "rot6d")
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A preset, an override or a field value that cannot be used; the message says which and why."""
 
 
@@ -88,7 +90,10 @@ class Config:
     output_dir: str = "output"  # a run writes output/<exp_name>/{checkpoint,log,...}
     exp_name: str = "jotr"
     init_ckpt: str = ""  # weights to start from (stage 1's final or an official checkpoint); model only
-    resume: str = ""  # a checkpoint of our own to resume exactly (model, optimiser, scaler, step); wins over init_ckpt
+    # A checkpoint of our own to resume exactly (model, optimiser, scaler, step); wins over init_ckpt. 'auto': the most
+    # recently written checkpoint of this run's folder that loads (last.pth.tar or step_<N>.pth.tar), else a fresh
+    # start (with init_ckpt, if set).
+    resume: str = ""
 
     # --- data ---
     trainset_3d: list[str] = field(default_factory=lambda: ["Human36M", "MuCo"])  # yamls (config.py: Human36M)
@@ -152,6 +157,17 @@ class Config:
     inter_positives: int = 1024  # per anchor
     inter_negatives: int = 2048  # shared by all anchors
 
+    # --- long runs (README "Long runs and failures") ---
+    # Resumable checkpoints besides last.pth.tar (written at each epoch end): step_<N>.pth.tar every save_every_steps
+    # optimiser steps and every save_every_minutes minutes since the last save, whichever comes first (0 = off), so
+    # a kill -9 loses at most that much; the keep_last_k most recent step checkpoints are kept.
+    save_every_steps: int = 500
+    save_every_minutes: float = 15.0
+    keep_last_k: int = 2
+    # Training skips a sample whose image is missing or unreadable (logged with the file) and stops with an error
+    # when more than this fraction of an epoch's samples were skipped. Evaluation never skips.
+    max_bad_samples_fraction: float = 0.01
+
     # --- evaluation / logging ---
     eval_every_steps: int = 0  # evaluate the test sets every N optimiser steps; 0 = after each epoch only
     print_every: int = 50  # log the loss terms every N steps
@@ -207,12 +223,16 @@ class Config:
                      "intra_positives", "intra_negatives", "inter_anchors", "inter_positives", "inter_negatives"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr_backbone", "lr_transformer", "warmup_steps", "weight_decay", "max_norm", "total_steps",
-                     "num_thread", "eval_every_steps", "intra_weight", "inter_weight"):
+                     "num_thread", "eval_every_steps", "intra_weight", "inter_weight", "save_every_steps",
+                     "save_every_minutes"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(all(w >= 0 for w in self.loss_multipliers.values()),
              f"loss_multipliers must be >= 0, got {self.loss_multipliers}")
         need(self.nheads >= 1 and self.hidden_dim % self.nheads == 0,
              f"hidden_dim ({self.hidden_dim}) must be divisible by nheads ({self.nheads})")
+        need(self.keep_last_k >= 1, f"keep_last_k must be >= 1, got {self.keep_last_k}")
+        need(0 <= self.max_bad_samples_fraction <= 1,
+             f"max_bad_samples_fraction must be in [0, 1], got {self.max_bad_samples_fraction}")
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         need(0 <= self.input_joint_mask_prob <= 1,
              f"input_joint_mask_prob must be in [0, 1], got {self.input_joint_mask_prob}")

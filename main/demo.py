@@ -48,7 +48,7 @@ and, when tracking, per person (track id k):
                                princpt (2,) px, gender ('neutral'), fps
 and for a video <input stem>_overlay.mp4: H.264 (browsers and players play it), the input's frame count and rate.
 With smoothing, the meshes, overlays and parameters are the smoothed ones (crop_cam_trans stays the model's).
-The model configuration (--cfg / key=value, as for main.train and main.eval) must match the checkpoint: the
+The model configuration (--cfg / key=value, as for main.train and main.test) must match the checkpoint: the
 default is the paper's model with checkpoint/3dpw_best_ckpt.pth.tar and the SMPL files in data/body_models/.
 The device is the config's `device` key (device=cuda, device=cpu; default auto), as for every entry point.
 """
@@ -66,6 +66,7 @@ from tqdm import tqdm
 from common.body_model import BodyModelFileError
 from common.camera import default_image_camera, translation_crop_to_image
 from common.checkpoint import load_checkpoint
+from common.errors import UserError, run_entry_point
 from common.renderer import PALETTE, overlay, project, render
 from common.smoothing import SmoothingSettings, SmplSmoother
 from common.smpl_export import MESH_FORMATS, write_mesh, write_smpl_sequence
@@ -95,7 +96,7 @@ SIDE_VIEW_BACKGROUND = 235  # grey level
 OVERLAY_ALPHA = 0.8  # weight of the rendered mesh over the image
 
 
-class DemoError(Exception):
+class DemoError(UserError):
     """Bad input to the demo; the message says what is wrong and how to fix it."""
 
 
@@ -627,4 +628,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry_point(main)

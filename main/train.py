@@ -4,14 +4,18 @@
     torchrun --nproc_per_node N -m main.train --cfg ... [key=value ...]     (one process per GPU, or CPU processes)
 
 Writes output/<exp_name>/: config.yaml (the resolved config), checkpoint/last.pth.tar (resumable: model,
-optimiser, scaler, loss weights, step, RNG states), checkpoint/<testset>_best_ckpt.pth.tar (lowest MPJPE so far),
-log/train.log, log/tensorboard/, results/*.json. `resume=<checkpoint>` continues a run exactly;
-`init_ckpt=<checkpoint>` starts from weights only (stage 2 starts from stage 1's last.pth.tar).
+optimiser, scaler, loss weights, step, RNG states; written at each epoch end, at the end and on Ctrl-C/SIGTERM),
+checkpoint/step_<N>.pth.tar (resumable, every save_every_steps steps / save_every_minutes minutes, the newest
+keep_last_k kept), checkpoint/<testset>_best_ckpt.pth.tar (lowest MPJPE so far), log/train.log, log/tensorboard/,
+results/*.json. `resume=<checkpoint>` continues a run exactly, `resume=auto` from the newest checkpoint of the run's
+folder that loads (or from scratch); `init_ckpt=<checkpoint>` starts from weights only (stage 2 starts from stage
+1's last.pth.tar).
 """
 import argparse
 import dataclasses
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +23,21 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from common.checkpoint import FORMAT, load_checkpoint, save_atomic
+from common.checkpoint import (
+    FORMAT,
+    LAST_NAME,
+    load_checkpoint,
+    load_model_state,
+    newest_training_state,
+    read_training_state,
+    remove_partial_saves,
+    rotate_step_checkpoints,
+    save_atomic,
+    step_checkpoint_name,
+)
 from common.distributed import (
     EpochSampler,
+    all_reduce_max,
     broadcast_buffers,
     cleanup_distributed,
     init_distributed,
@@ -41,12 +57,14 @@ from common.engine import (
     set_epoch_lr,
     train_one_epoch,
 )
+from common.errors import InputError, run_entry_point
 from common.losses import JointContrastiveLoss
 from common.metrics import format_table, write_results_json
 from common.renderer import overlay, render
 from common.speed import inference_model, setup_cpu_process
 from common.vposer import load_vposer_weights
 from data.registry import build_train_dataset
+from data.skip_unreadable import BadSampleCount, SkipUnreadable
 from main.build import (
     build_body_model,
     build_gendered_body_models,
@@ -57,6 +75,7 @@ from main.build import (
     resolve_device,
 )
 from main.config import add_config_args, config_from_args, save_config
+from main.preflight import check_training_files
 
 
 def run_evaluation(model, test_sets, smpl_by_gender, cfg, world, logger, step, best, checkpoint_dir, run_dir):
@@ -116,13 +135,67 @@ def restore_rng_state(state):
     set_rng_state(state)
 
 
-def save_training_state(path, objective, optimizer, scaler, step, cfg, best, rng_states):
+def save_training_state(path, objective, optimizer, scaler, step, cfg, best, rng_states, finished=False):
+    """A resumable checkpoint; `finished`: the run reached its last step (resume=auto then has nothing to do)."""
     save_atomic({
         "format": FORMAT, "model": objective.model.state_dict(), "loss_weights": objective.awl.state_dict(),
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step,
         "config": dataclasses.asdict(cfg), "rng": rng_states, "best": best,
-        "contrastive_rng": objective.nce_generator.get_state(),
+        "contrastive_rng": objective.nce_generator.get_state(), "finished": finished,
     }, path)
+
+
+# Config fields a resumed run must share with its checkpoint: they change the network's parameters or the sequence
+# of training batches, so continuing with other values would silently be another experiment.
+SAME_RUN_KEYS = (
+    "resnet_type", "input_img_shape", "output_hm_shape", "enc_layers", "dec_layers", "hidden_dim", "nheads",
+    "dim_feedforward", "voxel_dim_feedforward", "pose_head", "image_gate", "trainset_3d", "trainset_2d",
+    "train_batch_size", "seed", "with_contrastive",
+)
+
+
+def check_same_run(saved_cfg, cfg, path):
+    """ValueError naming every SAME_RUN_KEYS field whose value differs between the checkpoint and `cfg`."""
+    current = dataclasses.asdict(cfg)
+    differing = []
+    for key in SAME_RUN_KEYS:
+        theirs, ours = saved_cfg.get(key), current[key]
+        if isinstance(theirs, (list, tuple)) and isinstance(ours, (list, tuple)):
+            theirs, ours = list(theirs), list(ours)
+        if theirs != ours:
+            differing.append(f"{key}: checkpoint {theirs!r}, this run {ours!r}")
+    if differing:
+        raise InputError(f"{path} belongs to another configuration, refusing to resume from it:\n  "
+                         + "\n  ".join(differing) + "\nUse the checkpoint's values, or another exp_name (or "
+                         "init_ckpt=<checkpoint> to start a new run from its weights).")
+
+
+def find_resume_state(resume, checkpoint_dir, world, logger):
+    """(path, state) of the checkpoint to resume from, or (None, None) to start fresh. resume: '' (fresh), 'auto'
+    (the newest loadable checkpoint of checkpoint_dir; rank 0 chooses, every process loads the same file) or a path.
+    """
+    if not resume:
+        return None, None
+    if resume != "auto":
+        if not Path(resume).is_file():
+            raise FileNotFoundError(f"resume={resume}: no such checkpoint (use resume=auto to continue the run in "
+                                    f"output/<exp_name>/checkpoint/ if it has one)")
+        return Path(resume), read_training_state(resume)
+    path = None
+    if world.is_main:
+        for partial in remove_partial_saves(checkpoint_dir):
+            logger.info(f"removed {partial}, the unfinished write of an interrupted save")
+        path, state = newest_training_state(checkpoint_dir, logger.info)
+    if world.distributed:
+        shared = [str(path) if path else None]
+        dist.broadcast_object_list(shared, src=0)
+        path = Path(shared[0]) if shared[0] else None
+        if path is not None and not world.is_main:
+            state = read_training_state(path)
+    if path is None:
+        logger.info(f"resume=auto: no checkpoint in {checkpoint_dir}, starting fresh")
+        return None, None
+    return path, state
 
 
 @dataclasses.dataclass
@@ -146,11 +219,14 @@ def train(cfg):
 
     body_model = build_body_model(cfg)
     model = build_model(cfg, body_model=body_model)
-    # With `resume`, the weights (and everything else) come from that checkpoint, loaded below.
-    if cfg.init_ckpt and not cfg.resume:
+    resume_path, state = find_resume_state(cfg.resume, checkpoint_dir, world, logger)
+    # With a checkpoint to resume, the weights (and everything else) come from it, loaded below.
+    if resume_path is not None:
+        check_same_run(state["config"], cfg, resume_path)
+    elif cfg.init_ckpt:
         load_checkpoint(model, cfg.init_ckpt)
         logger.info(f"initial weights from {cfg.init_ckpt}")
-    elif model.vposer is not None and not cfg.resume:
+    elif model.vposer is not None:
         logger.info(f"VPoser weights from {load_vposer_weights(model.vposer, cfg.vposer_path)}")
     model.to(world.device)
 
@@ -166,8 +242,8 @@ def train(cfg):
     scaler = torch.amp.GradScaler(world.device.type, init_scale=cfg.init_scale, enabled=cfg.amp == "fp16")
 
     step, best = 0, {}
-    if cfg.resume:
-        state = load_checkpoint(model, cfg.resume)
+    if resume_path is not None:
+        load_model_state(model, state["model"], resume_path)
         objective.awl.load_state_dict(state["loss_weights"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -178,7 +254,13 @@ def train(cfg):
             logger.info(f"the checkpoint holds RNG states of {len(rng_states)} process(es), this run has "
                         f"{world.world_size}: weights and data order resume exactly, random draws do not")
         restore_rng_state(rng_states[world.rank % len(rng_states)])
-        logger.info(f"resumed {cfg.resume} at step {step}")
+        logger.info(f"resumed {resume_path} at step {step}")
+        saved = state["config"]
+        if state.get("finished") and (saved["end_epoch"], saved["total_steps"]) == (cfg.end_epoch, cfg.total_steps):
+            logger.info(f"{resume_path}: this run already finished at step {step}; nothing to do")
+            logger.close()
+            return TrainResult(0, step, model)
+        del state  # the optimiser and model hold their own copies now
 
     if world.distributed:
         if world.device.type == "cuda":  # SyncBatchNorm has no CPU implementation
@@ -197,8 +279,17 @@ def train(cfg):
         input_img_shape=cfg.input_img_shape, output_hm_shape=cfg.output_hm_shape, bbox_3d_size=cfg.bbox_3d_size,
         update_bbox=cfg.update_bbox, augment=True, seed=cfg.seed, official_crowdpose_flip=cfg.official_crowdpose_flip,
         official_crowdpose_fit_filter=cfg.official_crowdpose_fit_filter, occlusion_prob=cfg.synthetic_occlusion_prob)
+    train_set = SkipUnreadable(train_set)
     sampler = EpochSampler(len(train_set), cfg.train_batch_size, cfg.seed, world.rank, world.world_size)
     steps_per_epoch = sampler.batches_per_epoch()
+
+    def log_any_rank(message):  # every process's skipped files, not only rank 0's
+        if world.is_main:
+            logger.info(message)
+        else:
+            print(f"[rank {world.rank}] {message}", file=sys.stderr, flush=True)
+
+    bad_samples = BadSampleCount(steps_per_epoch * cfg.train_batch_size, cfg.max_bad_samples_fraction, log_any_rank)
     if steps_per_epoch == 0:
         raise ValueError(f"the training set has {len(train_set)} samples, fewer than one batch of "
                          f"{cfg.train_batch_size} per process; lower train_batch_size")
@@ -209,6 +300,28 @@ def train(cfg):
                 f"{last_step}; test sets: {', '.join(test_sets) or 'none'}")
 
     evaluated_at = [None]
+    saved_at = [time.monotonic()]
+
+    def save_resumable(path, step):
+        """Every process calls it (the RNG states are gathered); rank 0 writes."""
+        rng_states = rng_states_of_all_processes()  # each process resumes with its own RNG streams
+        if world.is_main:
+            start = time.monotonic()
+            save_training_state(path, objective, optimizer, scaler, step, cfg, best, rng_states,
+                                finished=step >= last_step)
+            logger.info(f"saved {path} at step {step} ({time.monotonic() - start:.1f} s)")
+        saved_at[0] = time.monotonic()
+
+    def interval_save_due(step):
+        if step % steps_per_epoch == 0 or step >= last_step:
+            return False  # the end-of-epoch / end-of-run save writes last.pth.tar at this step anyway
+        if cfg.save_every_steps and step % cfg.save_every_steps == 0:
+            return True
+        if cfg.save_every_minutes:
+            # Every process must take the same decision (the save is a collective): any process's clock decides.
+            elapsed = time.monotonic() - saved_at[0] >= 60 * cfg.save_every_minutes
+            return bool(all_reduce_max([float(elapsed)], world.device)[0])
+        return False
 
     def maybe_evaluate(step):
         if test_sets and evaluated_at[0] != step:
@@ -225,14 +338,18 @@ def train(cfg):
             logger.info(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in terms.items()))
         if cfg.eval_every_steps and step % cfg.eval_every_steps == 0:
             maybe_evaluate(step)
+        if interval_save_due(step):
+            save_resumable(checkpoint_dir / step_checkpoint_name(step), step)
+            if world.is_main:
+                rotate_step_checkpoints(checkpoint_dir, cfg.keep_last_k)
 
     with StopRequest() as stop:
         while step < last_step:
             epoch, start_batch = divmod(step, steps_per_epoch)
             set_epoch_lr(optimizer, epoch, cfg.lr_dec_epoch, cfg.lr_dec_factor)
             sampler.set_epoch(epoch, start_batch)
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)
+            train_set.set_epoch(epoch)
+            bad_samples.start_epoch(epoch)
             # Its own generator: creating the loader must not consume the global RNG (exact resume).
             loader = DataLoader(train_set, batch_size=cfg.train_batch_size, sampler=sampler,
                                 num_workers=cfg.num_thread, worker_init_fn=seed_worker, drop_last=True,
@@ -241,19 +358,17 @@ def train(cfg):
             step, stop_requested = train_one_epoch(
                 ddp, loader, optimizer, scaler, device=world.device, step=step, amp=cfg.amp, max_norm=cfg.max_norm,
                 total_steps=last_step, stop=stop, on_step=on_step, progress=world.is_main,
-                desc=f"epoch {epoch}", warmup_steps=cfg.warmup_steps)
+                desc=f"epoch {epoch}", warmup_steps=cfg.warmup_steps, bad_samples=bad_samples)
             broadcast_buffers(model)
             if not stop_requested and (step % steps_per_epoch == 0 or step == last_step):
                 maybe_evaluate(step)  # after every epoch and at the end (spec 4.6)
-            rng_states = rng_states_of_all_processes()  # each process resumes with its own RNG streams
-            if world.is_main:
-                save_training_state(checkpoint_dir / "last.pth.tar", objective, optimizer, scaler, step, cfg, best,
-                                    rng_states)
+            save_resumable(checkpoint_dir / LAST_NAME, step)
             if stop_requested:
-                logger.info(f"stopped by a signal at step {step}; resume={checkpoint_dir / 'last.pth.tar'} continues")
+                logger.info(f"stopped by a signal at step {step}; resume=auto (or resume={checkpoint_dir / LAST_NAME})"
+                            f" continues")
                 logger.close()
                 return TrainResult(128 + (stop.signal or signal.SIGTERM), step, model)
-    logger.info(f"finished at step {step}; checkpoint {checkpoint_dir / 'last.pth.tar'}")
+    logger.info(f"finished at step {step}; checkpoint {checkpoint_dir / LAST_NAME}")
     logger.close()
     return TrainResult(0, step, model)
 
@@ -262,6 +377,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     cfg = config_from_args(parser.parse_intermixed_args(argv))
+    check_training_files(cfg)  # all that is missing, at once, before any work
     try:
         exit_code = train(cfg).exit_code
     except BaseException:
@@ -272,4 +388,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry_point(main)

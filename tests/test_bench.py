@@ -4,6 +4,7 @@ import json
 import math
 import platform
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -205,3 +206,12 @@ def test_peak_memory_sees_reused_heap_memory():
         allocate()
     assert bench.peak_memory_mb(allocate, torch.device("cpu")) == pytest.approx(16, abs=2)
     assert bench.peak_memory_mb(lambda: None, torch.device("cpu")) == pytest.approx(0, abs=2)
+
+
+def test_checkpoint_section(full_run):
+    checkpoint = full_run[1]["sections"]["checkpoint"]
+    # The weights plus AdamW's two moments of the trainable ones (not the frozen VPoser), 4 bytes each.
+    assert checkpoint["size_mb"] * 2**20 >= 4 * checkpoint["parameters"] + 8 * checkpoint["trainable_parameters"]
+    assert positive(checkpoint["save_median_s"]) and positive(checkpoint["load_median_s"])
+    assert checkpoint["save_median_s"] == statistics.median(checkpoint["save_all_s"])
+    assert not Path(checkpoint["path"]).exists()  # the benchmark removes its file

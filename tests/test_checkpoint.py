@@ -1,6 +1,10 @@
 import dataclasses
 import json
+import os
 import pickle
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -11,16 +15,23 @@ import torch
 from common.checkpoint import (
     FORMAT,
     IGNORED_OFFICIAL_PREFIXES,
+    LAST_NAME,
     OFFICIAL_TO_OURS,
+    PARTIAL_SUFFIX,
     load_checkpoint,
+    newest_training_state,
     official_to_ours,
     ours_to_official,
+    remove_partial_saves,
+    rotate_step_checkpoints,
     save_atomic,
+    step_checkpoint_name,
     to_official_state_dict,
 )
 from main.build import build_body_model, build_model
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "parity"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +212,58 @@ def test_gated_model_exports_to_the_official_layout_exactly(tmp_path, paper_cfg,
     with torch.no_grad():  # the gate matters: ignoring it (gate 1) would give other outputs
         gated.pose2feat.image_gate.fill_(1.0)
         assert not torch.allclose(gated(img, joints, mask)["smpl_mesh_cam"], expected["smpl_mesh_cam"], atol=1e-4)
+
+
+def training_state(step):
+    """A small dict in the layout of a resumable checkpoint (main.train.save_training_state)."""
+    return {"format": FORMAT, "model": {"w": torch.full((3,), float(step))}, "loss_weights": {}, "optimizer": {},
+            "scaler": {}, "step": step, "config": {}, "rng": []}
+
+
+def test_save_atomic_reports_a_full_disk_and_keeps_the_previous_file(tmp_path):
+    """A real failed write: the process may not write files larger than 200 kB (RLIMIT_FSIZE), as on a full disk."""
+    script = (
+        "import resource, signal, sys, torch\n"
+        "from common.checkpoint import save_atomic\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))\n"
+        "save_atomic({'a': torch.zeros(1_000_000)}, sys.argv[1])\n")
+    path = tmp_path / "ckpt.pth.tar"
+    save_atomic({"a": torch.ones(2)}, path)
+    result = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0
+    assert f"could not write checkpoint {path}" in result.stderr and "the previous file is intact" in result.stderr
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth.tar"], "no partial file left behind"
+
+
+def test_newest_loadable_checkpoint_skips_damaged_ones(tmp_path):
+    for step in (2, 4, 6):
+        save_atomic(training_state(step), tmp_path / step_checkpoint_name(step))
+        time.sleep(0.01)  # distinct modification times
+    newest = tmp_path / step_checkpoint_name(6)
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated, e.g. copied off a full disk
+    middle = tmp_path / step_checkpoint_name(4)
+    torch.save({"format": FORMAT, "model": {}}, middle)  # complete, but not a resumable checkpoint
+    os.utime(middle, ns=(newest.stat().st_mtime_ns - 1,) * 2)
+    messages = []
+    path, state = newest_training_state(tmp_path, messages.append)
+    assert path == tmp_path / step_checkpoint_name(2) and state["step"] == 2
+    assert len(messages) == 2
+    assert str(newest) in messages[0] and "unreadable" in messages[0]
+    assert str(middle) in messages[1] and "missing" in messages[1] and "optimizer" in messages[1]
+    assert newest_training_state(tmp_path / "empty") == (None, None)
+
+
+def test_step_checkpoint_rotation_and_partial_saves(tmp_path):
+    for step in (10, 20, 30):
+        save_atomic(training_state(step), tmp_path / step_checkpoint_name(step))
+        time.sleep(0.01)
+    save_atomic(training_state(30), tmp_path / LAST_NAME)
+    partial = tmp_path / f"{step_checkpoint_name(40)}.x1y2{PARTIAL_SUFFIX}"  # what a save killed mid-write leaves
+    partial.write_bytes(b"PK\x03\x04 half a file")
+    assert rotate_step_checkpoints(tmp_path, keep=2) == [tmp_path / step_checkpoint_name(10)]
+    assert remove_partial_saves(tmp_path) == [partial]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LAST_NAME, step_checkpoint_name(20),
+                                                          step_checkpoint_name(30)]

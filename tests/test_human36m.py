@@ -1,7 +1,6 @@
 import json
 import os
 import shutil
-import warnings
 
 import cv2
 import numpy as np
@@ -270,20 +269,12 @@ def test_malformed_annotations_name_their_id(tiny, symmetric, tmp_path):
         Human36M(data_dir, *symmetric)
 
 
-def test_missing_images_are_skipped_with_a_warning_then_an_error(tiny, symmetric, tmp_path):
+def test_a_missing_image_is_an_error_naming_the_file(tiny, symmetric, tmp_path):
     data_dir = _copy(tiny, tmp_path)
-    ds = Human36M(data_dir, *symmetric, augment=False, max_missing_images=1)
+    ds = Human36M(data_dir, *symmetric, augment=False)
     os.remove(ds.samples[1].img_path)
-    with pytest.warns(UserWarning, match=r"Human3.6M image missing.*1 so far"):
-        _, targets, _ = ds[1]
-    replacement = ds.samples[2].joints_cam
-    np.testing.assert_allclose(targets["orig_joint_cam"][H36M_IN_SMPL30],
-                               (replacement - replacement[0]) / 1000, atol=1e-6)
-    os.remove(ds.samples[3].img_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with pytest.raises(FileNotFoundError, match=r"2 Human3.6M images are missing.*more than the 1 tolerated"):
-            ds[3]
+    with pytest.raises(FileNotFoundError, match=rf"Human3.6M image missing or unreadable: {ds.samples[1].img_path}"):
+        ds[1]
 
 
 def test_items_depend_only_on_seed_epoch_and_index(tiny, symmetric):

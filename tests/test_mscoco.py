@@ -1,7 +1,6 @@
 import json
 import os
 import shutil
-import warnings
 
 import numpy as np
 import pytest
@@ -187,20 +186,11 @@ def test_malformed_fit_names_its_id(tiny, symmetric, tmp_path):
         MSCOCO(data_dir, *symmetric)
 
 
-def test_missing_images_are_skipped_with_a_warning_then_an_error(tiny, symmetric, tmp_path):
+def test_a_missing_image_is_an_error_naming_the_file(tiny, symmetric, tmp_path):
     data_dir = _copy(tiny, tmp_path)
     ds = MSCOCO(data_dir, *symmetric, augment=False, update_bbox=False)
-    assert ds.max_missing_images == 1
-    os.remove(ds.samples[2].img_path)  # image 2: people 21 and 22
-    with pytest.warns(UserWarning, match=r"MSCOCO image missing.*1 so far"):
-        item = ds[2]
-    for group, expected in zip(item, ds[4]):  # the next sample with an image (31) stands in
-        for key in group:
-            np.testing.assert_array_equal(group[key], expected[key], err_msg=key)
-    with pytest.warns(UserWarning, match=r"1 so far"):  # the same image again: no new count
-        ds[3]
-    os.remove(ds.samples[4].img_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(FileNotFoundError, match=r"2 MSCOCO images are missing.*the 1 tolerated.*train2017"):
-            ds[4]
+    os.remove(ds.samples[2].img_path)
+    # Training skips and counts such samples (data.skip_unreadable); the dataset itself never substitutes one.
+    with pytest.raises(FileNotFoundError, match=rf"MSCOCO image missing or unreadable: {ds.samples[2].img_path}.*"
+                                                r"train2017"):
+        ds[2]

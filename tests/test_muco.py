@@ -1,7 +1,6 @@
 import json
 import os
 import shutil
-import warnings
 
 import numpy as np
 import pytest
@@ -206,20 +205,9 @@ def test_malformed_smpl_fit_names_its_id(tiny, symmetric, tmp_path):
         _muco(data_dir, symmetric)
 
 
-def test_missing_images_are_skipped_with_a_warning_then_an_error(tiny, symmetric, tmp_path):
+def test_a_missing_image_is_an_error_naming_the_file(tiny, symmetric, tmp_path):
     data_dir = _copy(tiny, tmp_path)
     ds = _muco(data_dir, symmetric, augment=False)
-    assert ds.max_missing_images == 1  # 1 % of 4 samples, at least one
     os.remove(ds.samples[1].img_path)
-    with pytest.warns(UserWarning, match=r"MuCo image missing.*1 so far"):
-        _, targets, _ = ds[1]
-    # The next sample stands in for the missing one.
-    replacement = ds.samples[2].joints_cam
-    expected = (replacement - replacement[PELVIS]) / 1000
-    np.testing.assert_allclose(targets["orig_joint_cam"][SMPL30.index("L_Knee")],
-                               expected[MUCO21.index("L_Knee")], atol=1e-6)
-    os.remove(ds.samples[3].img_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with pytest.raises(FileNotFoundError, match=r"2 MuCo images are missing.*more than the 1 tolerated"):
-            ds[3]
+    with pytest.raises(FileNotFoundError, match=rf"MuCo image missing or unreadable: {ds.samples[1].img_path}"):
+        ds[1]

@@ -236,3 +236,14 @@ def test_clear_errors(tiny, tmp_path):
         f.write(b"not a jpeg")
     with pytest.raises(FileNotFoundError, match="unreadable.*image_00002.jpg"):
         ds[2]
+
+
+def test_a_corrupt_test_image_is_an_error_naming_the_file(tmp_path):
+    """Evaluation never skips a sample (training does: data.skip_unreadable)."""
+    _, _, _, joints_fn = toy_setup()
+    ds = _dataset(write_tiny_pw3d(tmp_path, joints_fn), "3dpw")
+    path = ds.samples[0].img_path
+    with open(path, "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not a JPEG")
+    with pytest.raises(FileNotFoundError, match=rf"3DPW image missing or unreadable: {path}"):
+        ds[0]

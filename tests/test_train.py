@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from common.engine import NonFiniteLossError, train_one_epoch
-from main import eval as eval_main
+from main import test as test_main
 from main import train as train_main
 from tests.tiny_world import assert_same_state, tiny_overrides, write_tiny_world
 
@@ -45,7 +45,7 @@ def test_train_then_evaluate(data_dir, tmp_path, capsys):
 
     # The standalone evaluation is the same function: the same numbers from the same weights.
     out = tmp_path / "eval.json"
-    assert eval_main.main(["--ckpt", str(run / "checkpoint" / "last.pth.tar"), "--out", str(out)] + overrides) == 0
+    assert test_main.main(["--ckpt", str(run / "checkpoint" / "last.pth.tar"), "--out", str(out)] + overrides) == 0
     standalone = json.loads(out.read_text())
     for name in ("3dpw", "3dpw-oc"):
         for metric in ("mpjpe", "pa_mpjpe", "mpvpe", "n"):
@@ -145,9 +145,9 @@ def test_torchrun_two_processes_train_and_evaluate(data_dir, tmp_path):
 
     ckpt = str(tmp_path / "ddp" / "checkpoint" / "last.pth.tar")
     single, double = tmp_path / "eval1.json", tmp_path / "eval2.json"
-    res1 = run_module(["-m", "main.eval", "--ckpt", ckpt, "--out", str(single), *overrides])
+    res1 = run_module(["-m", "main.test", "--ckpt", ckpt, "--out", str(single), *overrides])
     assert res1.returncode == 0, res1.stderr[-3000:]
-    res2 = subprocess.run([*torchrun, "-m", "main.eval", "--ckpt", ckpt, "--out", str(double), *overrides], cwd=REPO,
+    res2 = subprocess.run([*torchrun, "-m", "main.test", "--ckpt", ckpt, "--out", str(double), *overrides], cwd=REPO,
                           capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res2.returncode == 0, res2.stderr[-3000:]
     one, two = json.loads(single.read_text())["3dpw"], json.loads(double.read_text())["3dpw"]
@@ -278,3 +278,45 @@ def test_loss_multipliers_scale_their_terms_before_the_learned_weighting(paper_c
     assert scaled_total.item() == pytest.approx(expected.item(), rel=1e-5)
     with pytest.raises(ValueError, match=r"loss_multipliers.*'smpl_shapes'.*smpl_shape"):
         TrainingObjective(model, loss_multipliers={"smpl_shapes": 1.0})
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(data_dir, tmp_path):
+    import dataclasses
+
+    from common.checkpoint import FORMAT, save_atomic
+    from main.config import load_config
+
+    overrides = tiny_overrides(data_dir, tmp_path, exp_name="run", testsets="[]", resume="auto")
+    other = dataclasses.replace(load_config(None, overrides), dec_layers=3, trainset_3d=["MuCo", "Human36M"])
+    save_atomic({"format": FORMAT, "model": {}, "loss_weights": {}, "optimizer": {}, "scaler": {}, "step": 5,
+                 "config": dataclasses.asdict(other), "rng": []}, tmp_path / "run" / "checkpoint" / "last.pth.tar")
+    with pytest.raises(ValueError) as info:
+        train_main.main(overrides)
+    message = str(info.value)
+    assert "belongs to another configuration" in message and "last.pth.tar" in message
+    assert "dec_layers: checkpoint 3, this run 4" in message
+    assert "trainset_3d: checkpoint ['MuCo', 'Human36M'], this run ['MuCo']" in message
+    assert "resnet_type" not in message  # only the differing keys are named
+
+
+def test_resume_auto_without_a_checkpoint_starts_fresh_and_a_finished_run_returns_at_once(data_dir, tmp_path):
+    overrides = tiny_overrides(data_dir, tmp_path, exp_name="run", testsets="[]", total_steps=1, resume="auto")
+    assert train_main.main(overrides) == 0
+    log = tmp_path / "run" / "log" / "train.log"
+    assert "resume=auto: no checkpoint" in log.read_text()
+    last = tmp_path / "run" / "checkpoint" / "last.pth.tar"
+    assert load(last)["finished"] is True
+    written = last.stat().st_mtime_ns
+    assert train_main.main(overrides) == 0
+    assert "this run already finished at step 1; nothing to do" in log.read_text()
+    assert last.stat().st_mtime_ns == written
+
+
+def test_save_every_minutes_writes_step_checkpoints_and_keeps_the_newest(data_dir, tmp_path):
+    overrides = tiny_overrides(data_dir, tmp_path, exp_name="run", testsets="[]", total_steps=4, end_epoch=2,
+                               save_every_steps=0, save_every_minutes=1e-6, keep_last_k=2)  # due after every step
+    assert train_main.main(overrides) == 0
+    folder = tmp_path / "run" / "checkpoint"
+    # 4 steps per epoch: steps 1-3 get step checkpoints (the oldest rotated out), step 4 is the epoch's last.pth.tar.
+    assert sorted(p.name for p in folder.glob("step_*")) == ["step_00000002.pth.tar", "step_00000003.pth.tar"]
+    assert load(folder / "step_00000003.pth.tar")["step"] == 3 and load(folder / "last.pth.tar")["step"] == 4

@@ -2,7 +2,7 @@
 dataset download, no real body model needed).
 
     python -m tools.bench [--batch 8] [--steps 5] [--warmup 2] [--device auto] [--threads N] [--quick] [--compile]
-                          [--sections machine,forward,train_step,embedded_step,data,eval]
+                          [--sections machine,forward,train_step,embedded_step,data,eval,checkpoint]
                           [--output output/bench/bench.json]
 
 Sections (one function each in SECTIONS; they run in that order, whatever the order given to --sections):
@@ -36,6 +36,8 @@ Sections (one function each in SECTIONS; they run in that order, whatever the or
               thread limits). Real MuCo / 3DPW images are larger than the synthetic ones, so their JPEG decoding
               costs more than here.
   eval        common.metrics.mesh_metrics on a batch of random meshes (the test batch size): samples/s.
+  checkpoint  the time to write (atomically, with fsync) and to read back a resumable training checkpoint of the
+              model (weights, AdamW moments, loss weights, RNG states) in the folder of --output, and its size.
 
 The machine's CPU (model name, AVX-512 / AVX-512 BF16 / AMX, PyTorch's kernel ISA: common.speed.machine_kind) is
 printed first and stored as `cpu`: the same code reaches different fractions of the ceiling on different CPU kinds.
@@ -97,6 +99,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from common.body_model import joint_regressor_30, load_smpl
 from common.engine import AMP_DTYPES, TrainingObjective, build_optimizer
+from common.errors import run_entry_point
 from common.losses import JointContrastiveLoss, supervised_losses
 from common.metrics import mesh_metrics
 from common.speed import compile_model, fuse_conv_bn, machine_kind, set_channels_last, setup_cpu_process
@@ -693,8 +696,46 @@ def bench_eval(cfg, args, device, done):
     return result, table
 
 
+def bench_checkpoint(cfg, args, device, done):
+    """Write and read back a resumable training checkpoint of the configured model (main.train.save_training_state:
+    model, AdamW moments, loss weights, RNG states) in the folder of --output, i.e. on the disk runs write to."""
+    from common.checkpoint import read_training_state
+    from main.train import numpy_free_rng_state, save_training_state
+
+    torch.manual_seed(args.seed)
+    objective = TrainingObjective(build_model(cfg))
+    optimizer = build_optimizer(objective, cfg.lr, cfg.lr_backbone, cfg.weight_decay)
+    for group in optimizer.param_groups:  # one step on zero gradients: AdamW allocates both moments, as in a run
+        for p in group["params"]:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    folder = Path(args.output).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "bench_checkpoint.pth.tar"
+    rng = [numpy_free_rng_state()]
+    try:
+        calls = {"save": lambda: save_training_state(path, objective, optimizer, scaler, 1, cfg, {}, rng),
+                 "load": lambda: read_training_state(path)}
+        calls["save"]()  # the file must exist before the first timed load
+        wall, _ = time_interleaved(calls, args.warmup, args.steps, torch.device("cpu"))
+        size_mb = path.stat().st_size / 2**20
+    finally:
+        path.unlink(missing_ok=True)
+    result = {"path": str(path), "size_mb": size_mb,
+              "parameters": sum(p.numel() for p in objective.parameters()),
+              "trainable_parameters": sum(p.numel() for p in objective.parameters() if p.requires_grad),
+              **{f"{name}_median_s": statistics.median(times) for name, times in wall.items()},
+              **{f"{name}_all_s": times for name, times in wall.items()}}
+    table = [f"checkpoint: ResNet-{cfg.resnet_type} model, {result['parameters'] / 1e6:.1f} M parameters, "
+             f"{size_mb:.0f} MB in {folder}: save {result['save_median_s']:.2f} s, "
+             f"load {result['load_median_s']:.2f} s (median)"]
+    return result, table
+
+
 SECTIONS = {"machine": bench_machine, "forward": bench_forward, "train_step": bench_train_step,
-            "embedded_step": bench_embedded_step, "data": bench_data, "eval": bench_eval}
+            "embedded_step": bench_embedded_step, "data": bench_data, "eval": bench_eval,
+            "checkpoint": bench_checkpoint}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -823,4 +864,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_entry_point(main)

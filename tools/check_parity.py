@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import json
 import pickle
-import sys
 import tempfile
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from common.checkpoint import load_checkpoint, to_official_state_dict
+from common.errors import run_entry_point
 from common.geometry import axis_angle_to_rotmat
 from main.build import build_model
 from main.config import Config
@@ -124,4 +124,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry_point(main)

@@ -13,6 +13,7 @@ import pathlib
 
 import cv2
 
+from common.errors import run_entry_point
 from embedded.generate import generate
 from embedded.scene import DEFAULT_IMAGE_SIZE
 
@@ -52,4 +53,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_entry_point(main)

@@ -15,6 +15,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from common.body_model import load_smpl
+from common.errors import run_entry_point
 from common.joint_sets import SMPL30
 from common.renderer import render, smpl_to_camera
 from embedded.mannequin import write_mannequin
@@ -77,10 +78,10 @@ def render_poses(smpl, poses):
     return np.concatenate(panels, axis=1)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="assets/mannequin.png", help="output PNG (default: %(default)s)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         write_mannequin(tmp)
         smpl = load_smpl(pathlib.Path(tmp) / "smpl", "neutral")
@@ -92,4 +93,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_entry_point(main)

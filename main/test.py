@@ -1,14 +1,13 @@
 """Evaluate JOTR on the 3DPW test sets (spec 6) and print the results beside the paper's.
 
-    python -m main.eval --ckpt checkpoint/3dpw-oc_best_ckpt.pth.tar testsets=[3dpw-oc]
-    python -m main.eval --ckpt-dir checkpoint          # each test set with its own <testset>_best_ckpt.pth.tar
-    torchrun --nproc_per_node N -m main.eval ...       # every sample is still evaluated exactly once
+    python -m main.test --ckpt checkpoint/3dpw-oc_best_ckpt.pth.tar testsets=[3dpw-oc]
+    python -m main.test --ckpt-dir checkpoint          # each test set with its own <testset>_best_ckpt.pth.tar
+    torchrun --nproc_per_node N -m main.test ...       # every sample is still evaluated exactly once
 
 Accepts official checkpoints (raw state_dict or snapshot) and our own. Writes the results as JSON
 (output/<exp_name>/eval/results.json unless --out is given) and prints one table.
 """
 import argparse
-import sys
 from pathlib import Path
 
 import yaml
@@ -16,6 +15,7 @@ import yaml
 from common.checkpoint import load_checkpoint
 from common.distributed import cleanup_distributed, init_distributed
 from common.engine import evaluate
+from common.errors import run_entry_point
 from common.metrics import format_table, write_results_json
 from common.speed import inference_model, setup_cpu_process
 from main.build import (
@@ -26,6 +26,7 @@ from main.build import (
     resolve_device,
 )
 from main.config import add_config_args, config_from_args
+from main.preflight import check_test_files
 
 PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.yaml"
 
@@ -47,11 +48,6 @@ def run(cfg, args):
     body_model = build_body_model(cfg)
     model = build_model(cfg, body_model=body_model).to(world.device)
     test_sets = build_test_sets(cfg, world, body_model.arrays["v_template"].shape[0])
-    for name in test_sets:  # fail before any work if a checkpoint is missing
-        if not checkpoint_for(name, args).is_file():
-            raise FileNotFoundError(f"no checkpoint for {name}: {checkpoint_for(name, args)} does not exist. The "
-                                    f"released ones ({name}_best_ckpt.pth.tar) come from the JOTR README's links and "
-                                    f"go in checkpoint/ (see checkpoint/README.md)")
     smpl_by_gender = build_gendered_body_models(cfg, world.device)
     results, loaded = {}, None
     for name, test_set in test_sets.items():
@@ -81,6 +77,7 @@ def main(argv=None):
     add_config_args(parser)
     args = parser.parse_intermixed_args(argv)
     cfg = config_from_args(args)
+    check_test_files(cfg, [checkpoint_for(name, args) for name in cfg.testsets])  # all that is missing, at once
     try:
         run(cfg, args)
     except BaseException:
@@ -91,4 +88,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry_point(main)
