@@ -210,7 +210,7 @@ def train_one_epoch(objective, loader, optimizer, scaler, *, device, step, amp="
 
 @torch.no_grad()
 def evaluate(model, loader, *, smpl_by_gender, h36m_regressor, device, amp="off", expected_count=None,
-             progress=True, desc="eval", keep_samples=0):
+             progress=True, desc="eval", keep_samples=0, return_per_sample=False):
     """The 3DPW protocol (spec 6) over one test set.
 
     model: the bare network (not DDP-wrapped); loader: a PW3D-style loader whose meta carries the sample id
@@ -218,10 +218,12 @@ def evaluate(model, loader, *, smpl_by_gender, h36m_regressor, device, amp="off"
     models {'male', 'female'[, 'neutral']}; h36m_regressor: (17, V). expected_count: the test set's size; the
     accumulator refuses to report if any sample is missing. Returns (summary, samples): summary = {'mpjpe',
     'pa_mpjpe', 'mpvpe', 'n'} in millimetres over the whole set (all processes); samples = up to keep_samples
-    (img (3, H, W), predicted mesh_cam_render (V, 3), GT mesh (V, 3)) tuples from this process, for overlays. The
-    forward passes run on common.speed.inference_model(model): a copy with BatchNorm folded into the convolutions and
-    the ReLUs and residual adds fused into them (the same function, fewer memory passes); `model` itself is not
-    modified. A model already prepared that way (the callers do it once for all their test sets) is used as it is.
+    (img (3, H, W), predicted mesh_cam_render (V, 3), GT mesh (V, 3)) tuples from this process, for overlays. With
+    return_per_sample also every person's metrics, {sample id: {'mpjpe', 'pa_mpjpe', 'mpvpe'}} (all processes), as a
+    third value. The forward passes run on common.speed.inference_model(model): a copy with BatchNorm folded into
+    the convolutions and the ReLUs and residual adds fused into them (the same function, fewer memory passes);
+    `model` itself is not modified. A model already prepared that way (the callers do it once for all their test
+    sets) is used as it is.
     """
     was_training = model.training
     model.eval()
@@ -242,6 +244,8 @@ def evaluate(model, loader, *, smpl_by_gender, h36m_regressor, device, amp="off"
                             gt_mesh[i].float().cpu()))
     accumulator.merge()
     model.train(was_training)
+    if return_per_sample:
+        return accumulator.summary(), samples, accumulator.per_sample()
     return accumulator.summary(), samples
 
 

@@ -17,6 +17,8 @@ def rot6d_to_rotmat(x):
     a1, a2 = pair[..., 0], pair[..., 1]
     b1 = F.normalize(a1, dim=-1)
     b2 = F.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
+    # The vector dimension, explicitly: the official code omitted `dim`, so a batch of exactly 3 was crossed over
+    # the batch dimension and got wrong root rotations (spec 7.21).
     b3 = torch.linalg.cross(b1, b2, dim=-1)
     return torch.stack([b1, b2, b3], dim=-1)
 

@@ -4,6 +4,7 @@ All functions are batched torch, device-agnostic and gradient-free by intent (ca
 torch.no_grad()). The protocol itself is `mesh_metrics`; `MetricAccumulator` turns per-sample
 values into per-split means that count every sample of the split exactly once.
 """
+import csv
 import json
 import math
 import os
@@ -133,6 +134,10 @@ class MetricAccumulator:
     def __len__(self):
         return len(self._values)
 
+    def per_sample(self):
+        """{sample id: {metric name: value}} of every sample added (after merge(): of all processes), by id."""
+        return {sample_id: dict(self._values[sample_id]) for sample_id in sorted(self._values)}
+
     def summary(self):
         """Means over unique samples: {'mpjpe', 'pa_mpjpe', 'mpvpe' (whatever was added), 'n'}."""
         if not self._values:
@@ -153,16 +158,18 @@ class MetricAccumulator:
 def format_table(results, paper=None):
     """A plain-text table of per-split results, optionally beside the published numbers.
 
-    results: {split: summary} (summary as from MetricAccumulator.summary, millimetres);
+    results: {split: summary} (summary as from MetricAccumulator.summary, millimetres; a summary with the test
+        set's report(), e.g. data.pw3d.PW3D.report, also shows its input pose source and the people it excluded);
     paper: {split: {'mpjpe', 'pa_mpjpe', 'mpvpe'}} published numbers; a missing split or value prints n/a.
     """
-    header = ["split", "n"]
+    with_input = any("pose_source" in summary for summary in results.values())
+    header = ["split", "n"] + (["input"] if with_input else [])
     for name in METRIC_NAMES:
         label = {"mpjpe": "MPJPE", "pa_mpjpe": "PA-MPJPE", "mpvpe": "MPVPE"}[name]
         header += [label] if paper is None else [label, "paper", "diff"]
     rows = []
     for split, summary in results.items():
-        row = [split, str(summary.get("n", ""))]
+        row = [split, str(summary.get("n", ""))] + ([summary.get("pose_source", "")] if with_input else [])
         for name in METRIC_NAMES:
             ours = summary.get(name)
             row.append("n/a" if ours is None else f"{ours:.1f}")
@@ -175,22 +182,52 @@ def format_table(results, paper=None):
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths)))
              for r in [header] + rows]
     lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines) + "\n(millimetres; lower is better)"
+    notes = [f"{split}: {count} people excluded ({reason}), as in the official evaluation"
+             for split, summary in results.items() for reason, count in (summary.get("excluded") or {}).items()]
+    input_note = ["(input: the 2D pose detector whose poses the set was evaluated with)"] if with_input else []
+    return "\n".join(lines + notes + ["(millimetres; lower is better)"] + input_note)
 
 
-def write_results_json(path, results):
-    """Write {split: summary} to `path` atomically (a complete old or new file, never a partial one)."""
+def _write_atomic(path, write):
+    """Call write(text file) on a temporary file beside `path`, then move it into place (all or nothing)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    plain = {split: {k: (v.item() if hasattr(v, "item") else v) for k, v in summary.items()}
-             for split, summary in results.items()}
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.splitext(path)[1])
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(plain, f, indent=2, sort_keys=True)
-            f.write("\n")
+        with os.fdopen(fd, "w", newline="") as f:
+            write(f)
         os.replace(tmp_path, path)
     except BaseException:
         os.unlink(tmp_path)
         raise
+
+
+SAMPLE_COLUMNS = ("index", "ann_id", "img_path", "pose_source") + METRIC_NAMES
+
+
+def write_samples_csv(path, per_sample, describe):
+    """Every person's metrics of one test set as CSV, one row per sample id in order: index (the sample id),
+    ann_id, img_path, pose_source (from describe(sample id), e.g. data.pw3d.PW3D.describe) and mpjpe, pa_mpjpe,
+    mpvpe in millimetres. per_sample: {sample id: {metric: value}} (common.engine.evaluate's return_per_sample).
+    Written atomically."""
+    def write(f):
+        writer = csv.DictWriter(f, fieldnames=SAMPLE_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for sample_id in sorted(per_sample):
+            values = {name: repr(float(v)) for name, v in per_sample[sample_id].items()}
+            writer.writerow({**describe(sample_id), **values, "index": sample_id})
+
+    _write_atomic(path, write)
+
+
+def write_results_json(path, results):
+    """Write {split: summary} to `path` atomically (a complete old or new file, never a partial one)."""
+    plain = {split: {k: (v.item() if hasattr(v, "item") else v) for k, v in summary.items()}
+             for split, summary in results.items()}
+
+    def write(f):
+        json.dump(plain, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+    _write_atomic(path, write)

@@ -35,7 +35,7 @@ from common.errors import InputError
 from common.joint_sets import H36M17
 from data.muco import _array, fit_check_regressor
 from data.preprocessing import process_bbox
-from data.train_sample import MAX_ABS_BETA, SMPL30_ROOT, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
+from data.train_sample import SMPL30_ROOT, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
 
 TRAIN_SUBJECTS = (1, 5, 6, 7, 8)
 SAMPLING_RATIO = 5  # every 5th frame
@@ -219,14 +219,13 @@ class Human36M(TrainingSet):
                           princpt=_array(entry.get("c"), (2,), f"{what} c", ann_id, path))
 
     def camera_fit(self, index):
-        """SMPLFit of sample `index` in its camera frame (fit_to_camera), betas with any |beta| > 3 reset to 0 as
-        the items use them; None if the frame has no fit."""
+        """SMPLFit of sample `index` in its camera frame (fit_to_camera); None if the frame has no fit. The rest-pose
+        root that fit_to_camera needs comes from the fit's original betas, like the mesh (spec 7.23); the builder
+        resets only the shape target."""
         sample = self.samples[index]
         if sample.smpl is None:
             return None
         shape = sample.smpl["shape"]
-        if np.any(np.abs(shape) > MAX_ABS_BETA):
-            shape = np.zeros_like(shape)
         _, rest_joints = self.builder.fit_joints(np.zeros((1, 72)), shape, np.zeros(3))
         camera = sample.camera
         pose, trans = fit_to_camera(sample.smpl["pose"], sample.smpl["trans"], camera.rotation,

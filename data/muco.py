@@ -29,7 +29,7 @@ import numpy as np
 from common.errors import InputError
 from common.joint_sets import H36M17, MUCO21
 from data.preprocessing import process_bbox
-from data.train_sample import MAX_ABS_BETA, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
+from data.train_sample import SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
 
 ANNOTATION_FILE = "MuCo-3DHP.json"
 SMPL_PARAM_FILE = "smpl_param.json"
@@ -194,13 +194,11 @@ class MuCo(TrainingSet):
 
     def fit_error_mm(self, index):
         """The fit-validity error (mm, see fit_error_mm) of sample `index`, or None if it has no SMPL fit. Computed
-        on the mesh the items use (betas with any |beta| > 3 reset to 0)."""
+        on the mesh the items use (the fit's original betas, spec 7.23)."""
         sample = self.samples[index]
         if sample.smpl is None:
             return None
-        shape = sample.smpl["shape"]
-        shape = np.zeros_like(shape) if np.any(np.abs(shape) > MAX_ABS_BETA) else shape
-        verts, _ = self.builder.fit_joints(sample.smpl["pose"][None], shape, sample.smpl["trans"])
+        verts, _ = self.builder.fit_joints(sample.smpl["pose"][None], sample.smpl["shape"], sample.smpl["trans"])
         return fit_error_mm(verts[0], sample.joints_cam, self.h36m_regressor)
 
     def item(self, index, return_geometry=False):

@@ -43,6 +43,7 @@ REGRESSOR_FILE = "J_regressor_h36m_correct.npy"
 SOURCE = ("the 3DOH50K test set (Zhang et al., 'Object-Occluded Human Shape and Pose Estimation from a Single Color "
           "Image', CVPR 2020) in the form the JOTR authors distribute with their evaluation data")
 BBOX_FORMATS = ("xyxy", "xywh")
+POSE_SOURCE = "hrnet"  # the input poses are the annotation file's hrnet_results
 
 
 @dataclass
@@ -147,6 +148,16 @@ class OH3D(torch.utils.data.Dataset):
 
     def __len__(self):
         return len(self.samples)
+
+    def report(self):
+        """What the results were computed from (as data.pw3d.PW3D.report): input pose source, people left out (none)
+        and people cropped from their annotated box."""
+        return {"pose_source": POSE_SOURCE, "excluded": {}, "excluded_ann_ids": {},
+                "bbox_from_gt": self.num_gt_bbox_crops}
+
+    def describe(self, idx):
+        """{'ann_id' (= idx), 'img_path', 'pose_source'} of sample `idx` (the per-person results' columns)."""
+        return {"ann_id": idx, "img_path": self.samples[idx].img_path, "pose_source": POSE_SOURCE}
 
     def _read_image(self, sample):
         return read_rgb(sample.img_path, "3DOH50K image", f" (annotation {sample.key}); the images belong in "

@@ -11,9 +11,12 @@ The annotation files are COCO-style JSON: `images` with id, width, height, seque
 `annotations` with id, image_id, bbox (xywh), smpl_param {pose 72, shape 10, trans 3, gender},
 openpose_result (18 x 3 flat: x, y, confidence in image pixels).
 
-One sample per annotation, in file order; sample id = position. No sample is ever dropped: a person
-whose input pose has no usable joint is cropped from its ground-truth box instead (counted in
-`num_gt_bbox_crops` and flagged in meta['bbox_from_gt']).
+One sample per annotation, in file order; sample id = position. People are selected as the official test loader
+selects them (spec 5.4, 7.24): an annotation whose ground-truth box has no area or lies outside the image is left
+out, and never silently: the loader warns and `excluded` ({reason: [annotation ids]}, also in `report()`, which
+main.test writes into the results JSON) says who and why. A person whose input pose has no usable joint (the
+official loader fails on it) is kept and cropped from its ground-truth box instead (counted in `num_gt_bbox_crops`
+and flagged in meta['bbox_from_gt']). A missing or empty `openpose_result` is an empty pose (no valid joint).
 """
 import json
 import os
@@ -25,7 +28,15 @@ import torch
 
 from common.errors import InputError
 from common.joint_sets import COCO17_PELVIS_NECK, OPENPOSE18_PELVIS, SMPL30, add_pelvis_neck, map_joints
-from data.preprocessing import affine_points, generate_patch_image, get_bbox, process_bbox, to_heatmap_frame, trunc_mask
+from data.preprocessing import (
+    affine_points,
+    bbox_is_usable,
+    generate_patch_image,
+    get_bbox,
+    process_bbox,
+    to_heatmap_frame,
+    trunc_mask,
+)
 from data.train_sample import read_rgb
 
 ANNOTATION_FILES = {
@@ -39,6 +50,10 @@ HHRNET_FILE = "3DPW_validation_crowd_hhrnet_result.json"
 CROWD_SEQUENCES = ("courtyard_hug_00", "courtyard_dancing_00")
 GENDER_CODES = {"neutral": 0, "male": 1, "female": 2}
 GENDER_NAMES = {code: name for name, code in GENDER_CODES.items()}
+# 3dpw-crowd input poses (PW3D crowd_pose_source): 'higherhrnet' is what the official loader intends (HigherHRNet
+# where the results file has the person, OpenPose otherwise); 'openpose' is what it computed (spec 7.6).
+CROWD_POSE_SOURCES = ("openpose", "higherhrnet")
+EXCLUDED_GT_BBOX = "ground-truth box with no area or outside the image"
 # Input joints with a detector confidence at or below this are invalid (spec 5.4).
 MIN_JOINT_CONFIDENCE = 0.05
 TEST_BBOX_SCALE = 1.1
@@ -93,21 +108,30 @@ class PW3D(torch.utils.data.Dataset):
 
     The crop follows the test protocol: tight box of the valid input joints x1.2, then made square and
     enlarged x1.1 (process_bbox test mode). No augmentation.
-    3dpw-crowd uses each annotation's HigherHRNet pose when the results file has one and OpenPose
-    otherwise; the choice is made per annotation here (the official code decided it from a global flag
-    that a later dataset reset, so it used OpenPose throughout: spec 7.6).
+    crowd_pose_source (3dpw-crowd only): 'openpose' (default) gives every person its OpenPose input, as the official
+    evaluation that produced the published 3DPW-Crowd numbers did; 'higherhrnet' uses each annotation's HigherHRNet
+    pose when the results file has one and OpenPose otherwise, as the official code intended (it decided from a
+    global flag that a later dataset reset, so it used OpenPose throughout: spec 7.6).
     """
 
     def __init__(self, data_dir, variant, input_img_shape=(256, 256), output_hm_shape=(64, 64, 64),
-                 smpl_fn_by_gender=None):
+                 smpl_fn_by_gender=None, crowd_pose_source="openpose"):
         if variant not in ANNOTATION_FILES:
             raise ValueError(f"unknown 3DPW variant {variant!r}; expected one of {sorted(ANNOTATION_FILES)}")
+        if crowd_pose_source not in CROWD_POSE_SOURCES:
+            raise ValueError(f"crowd_pose_source must be one of {CROWD_POSE_SOURCES}, got {crowd_pose_source!r}")
+        # Only 3dpw-crowd has a choice; the other sets have OpenPose input only.
+        self.pose_source = crowd_pose_source if variant == "3dpw-crowd" else "openpose"
         self.data_dir = os.fspath(data_dir)
         self.variant = variant
         self.input_img_shape = tuple(input_img_shape)
         self.output_hm_shape = tuple(output_hm_shape)
         self.smpl_fn_by_gender = smpl_fn_by_gender
+        self.excluded = {}  # reason -> [annotation id], people the official selection leaves out
         self.samples = self._load_samples()
+        for reason, ann_ids in self.excluded.items():
+            warnings.warn(f"{variant}: {len(ann_ids)} people excluded ({reason}), as in the official evaluation; "
+                          f"annotation ids {ann_ids[:20]}{' ...' if len(ann_ids) > 20 else ''}", stacklevel=2)
         self.num_gt_bbox_crops = sum(s.bbox_from_gt for s in self.samples)
         if self.num_gt_bbox_crops:
             warnings.warn(f"{variant}: {self.num_gt_bbox_crops} of {len(self.samples)} people have no usable input "
@@ -117,7 +141,7 @@ class PW3D(torch.utils.data.Dataset):
         ann_file = os.path.join(self.data_dir, ANNOTATION_FILES[self.variant])
         db = _load_json(ann_file, "3DPW annotation file")
         hhrnet = None
-        if self.variant == "3dpw-crowd":
+        if self.pose_source == "higherhrnet":
             hhrnet = _load_json(os.path.join(self.data_dir, HHRNET_FILE), "3DPW-Crowd HigherHRNet pose file")
         images = {img["id"]: img for img in db["images"]}
         samples = []
@@ -127,6 +151,9 @@ class PW3D(torch.utils.data.Dataset):
                 raise InputError(f"{ann_file}: annotation {ann['id']} refers to image {ann['image_id']}, "
                                  f"which is not in the file's 'images'")
             if self.variant == "3dpw-crowd" and not any(seq in img["sequence"] for seq in CROWD_SEQUENCES):
+                continue
+            if not bbox_is_usable(ann["bbox"], int(img["width"]), int(img["height"])):
+                self.excluded.setdefault(EXCLUDED_GT_BBOX, []).append(int(ann["id"]))
                 continue
             samples.append(self._make_sample(ann, img, hhrnet, ann_file))
         return samples
@@ -145,9 +172,11 @@ class PW3D(torch.utils.data.Dataset):
             joints = map_joints(pose_2d, COCO17_PELVIS_NECK, SMPL30)
             pose_source = "higherhrnet"
         else:
-            # A missing OpenPose result is an empty pose (all invalid), not a reason to drop the person.
-            openpose = ann.get("openpose_result")
-            openpose = np.zeros((18, 3), np.float32) if openpose is None else np.asarray(openpose, np.float32)
+            # A missing or empty OpenPose result is an empty pose (all invalid), not a reason to drop the person.
+            openpose = np.asarray(ann.get("openpose_result") or np.zeros((18, 3)), np.float32)
+            if openpose.size != 18 * 3:
+                raise ValueError(f"{ann_file}: annotation {ann['id']} has an openpose_result of {openpose.size} "
+                                 f"numbers; expected 18 x 3 (x, y, confidence per OpenPose joint) or an empty list")
             pose_2d = add_pelvis_neck(openpose.reshape(18, 3), OPENPOSE18_PELVIS)
             joints = map_joints(pose_2d, OPENPOSE18_PELVIS, SMPL30)
             pose_source = "openpose"
@@ -158,11 +187,8 @@ class PW3D(torch.utils.data.Dataset):
         if valid.any():
             bbox = process_bbox(get_bbox(joints, valid, extend=1.2), width, height, scale=TEST_BBOX_SCALE)
         bbox_from_gt = bbox is None
-        if bbox_from_gt:
+        if bbox_from_gt:  # the load-time selection guarantees a usable annotated box
             bbox = process_bbox(ann["bbox"], width, height, scale=TEST_BBOX_SCALE)
-            if bbox is None:
-                raise InputError(f"{ann_file}: annotation {ann['id']} has neither usable input joints nor a usable "
-                                 f"bbox ({ann['bbox']}) inside its {width}x{height} image")
         return PW3DSample(
             ann_id=int(ann["id"]),
             img_path=os.path.join(self.data_dir, "imageFiles", img["sequence"], img["file_name"]),
@@ -172,6 +198,19 @@ class PW3D(torch.utils.data.Dataset):
 
     def __len__(self):
         return len(self.samples)
+
+    def report(self):
+        """What the results of this set were computed from: {'pose_source', 'excluded' {reason: count},
+        'excluded_ann_ids' {reason: [ids]}, 'bbox_from_gt' (people cropped from their annotated box)}."""
+        return {"pose_source": self.pose_source,
+                "excluded": {reason: len(ids) for reason, ids in self.excluded.items()},
+                "excluded_ann_ids": {reason: list(ids) for reason, ids in self.excluded.items()},
+                "bbox_from_gt": self.num_gt_bbox_crops}
+
+    def describe(self, idx):
+        """{'ann_id', 'img_path', 'pose_source'} of sample `idx` (the per-person results' columns)."""
+        sample = self.samples[idx]
+        return {"ann_id": sample.ann_id, "img_path": sample.img_path, "pose_source": sample.pose_source}
 
     def _read_image(self, sample):
         img = read_rgb(sample.img_path, "3DPW image", f" (annotation {sample.ann_id}); the images come from the 3DPW "

@@ -59,10 +59,17 @@ UNSUPERVISED_SMPL_JOINTS = (7, 8, 10, 11, 20, 21, 22, 23)
 FIT_PARAM_VALID = np.ones((24, 3), dtype=np.float32)
 FIT_PARAM_VALID[list(UNSUPERVISED_SMPL_JOINTS)] = 0
 FIT_PARAM_VALID = FIT_PARAM_VALID.reshape(72)
-# NeuralAnnot-style fits with any |beta| above this get the mean shape (spec 5.2).
+# A fit with any |beta| above this gets the mean shape as its shape TARGET (spec 5.2); its mesh and joint targets
+# still come from the original betas, as in all four official training loaders (spec 7.23).
 MAX_ABS_BETA = 3.0
 ROOT_NAME = "Pelvis"
 SMPL30_ROOT = SMPL30.index(ROOT_NAME)
+
+
+def shape_target(betas):
+    """The shape_param target of a fit: (10,) float32 betas, all zero when any |beta| > MAX_ABS_BETA."""
+    betas = np.asarray(betas, dtype=np.float32).reshape(10)
+    return np.zeros_like(betas) if np.any(np.abs(betas) > MAX_ABS_BETA) else betas.copy()
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,9 @@ class SMPLFit:
 
     pose (72,) axis-angle radians (root first); shape (10,) betas; trans (3,) metres; focal (fx, fy) and
     princpt (cx, cy) the dataset camera in image pixels. `check`, if given, decides the fit's validity:
-    check(vertices (6890, 3) metres, camera frame, as annotated: unflipped, unrotated, betas after the |beta| > 3
-    reset) -> bool. None means the fit is valid.
+    check(vertices (6890, 3) metres, camera frame, as annotated: unflipped, unrotated, original betas) -> bool.
+    None means the fit is valid. `shape` is the fit's original betas: the mesh and joint targets use them and only
+    the shape_param target is reset (shape_target).
     """
     pose: np.ndarray
     shape: np.ndarray
@@ -135,9 +143,14 @@ def input_pose_noise(joints, joints_valid, rng, jitter_px=1.0, miss_prob=0.05, m
     return out.astype(np.float32)
 
 
+# Dataset images are read as stored: an EXIF orientation tag is ignored, as the official loaders do (spec 7.22), so
+# that the pixels match the annotations, which refer to the stored pixel grid.
+DATASET_IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+
 def read_rgb_or_none(path):
-    """(H, W, 3) uint8 RGB image from a file, or None if it is missing or unreadable."""
-    img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    """(H, W, 3) uint8 RGB image from a file (EXIF orientation ignored), or None if it is missing or unreadable."""
+    img = cv2.imread(os.fspath(path), DATASET_IMREAD_FLAGS)
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -387,8 +400,6 @@ class TrainSampleBuilder:
                     "shape": np.zeros(10, np.float32), "is_valid": 0.0}
         pose = np.asarray(smpl_fit.pose, dtype=np.float32).reshape(72)
         shape = np.asarray(smpl_fit.shape, dtype=np.float32).reshape(10)
-        if np.any(np.abs(shape) > MAX_ABS_BETA):
-            shape = np.zeros_like(shape)
         focal = np.asarray(smpl_fit.focal, dtype=np.float64).reshape(2)
         princpt = np.asarray(smpl_fit.princpt, dtype=np.float64).reshape(2)
 
@@ -415,6 +426,6 @@ class TrainSampleBuilder:
             "joint_cam": (root_relative @ rot_aug.T).astype(np.float32),
             "joint_trunc": trunc_mask(joint_img, np.ones(num), self.output_hm_shape, check_depth=True),
             "pose": rotate_root_pose(poses[-1], aug.rot_deg),
-            "shape": shape.copy(),
+            "shape": shape_target(shape),
             "is_valid": float(is_valid),
         }

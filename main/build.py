@@ -71,8 +71,9 @@ def build_test_sets(cfg, world, num_verts=6890):
     """{name: TestSet} for cfg.testsets."""
     sets, default_regressor = {}, None
     for name in cfg.testsets:
+        options = {"crowd_pose_source": cfg.crowd_pose_source} if name == "3dpw-crowd" else {}
         dataset = build_test_dataset(name, data_dir=cfg.data_dir, input_img_shape=cfg.input_img_shape,
-                                     output_hm_shape=cfg.output_hm_shape)
+                                     output_hm_shape=cfg.output_hm_shape, **options)
         loader = DataLoader(dataset, batch_size=cfg.test_batch_size,
                             sampler=ShardSampler(len(dataset), world.rank, world.world_size),
                             num_workers=cfg.num_thread, worker_init_fn=seed_worker,

@@ -5,7 +5,8 @@
     torchrun --nproc_per_node N -m main.test ...       # every sample is still evaluated exactly once
 
 Accepts official checkpoints (raw state_dict or snapshot) and our own. Writes the results as JSON
-(output/<exp_name>/eval/results.json unless --out is given) and prints one table.
+(output/<exp_name>/eval/results.json unless --out is given), every person's metrics beside it as
+<testset>_samples.csv, and prints one table.
 """
 import argparse
 from pathlib import Path
@@ -16,7 +17,7 @@ from common.checkpoint import load_checkpoint
 from common.distributed import cleanup_distributed, init_distributed
 from common.engine import evaluate
 from common.errors import run_entry_point
-from common.metrics import format_table, write_results_json
+from common.metrics import format_table, write_results_json, write_samples_csv
 from common.speed import inference_model, setup_cpu_process
 from main.build import (
     build_body_model,
@@ -49,20 +50,23 @@ def run(cfg, args):
     model = build_model(cfg, body_model=body_model).to(world.device)
     test_sets = build_test_sets(cfg, world, body_model.arrays["v_template"].shape[0])
     smpl_by_gender = build_gendered_body_models(cfg, world.device)
-    results, loaded = {}, None
+    results, per_person, loaded = {}, {}, None
     for name, test_set in test_sets.items():
         path = checkpoint_for(name, args)
         if path != loaded:
             load_checkpoint(model, path)
             net = inference_model(model, cfg.compile)  # folded once per checkpoint, not per test set
             loaded = path
-        results[name], _ = evaluate(net, test_set.loader, smpl_by_gender=smpl_by_gender,
-                                    h36m_regressor=test_set.h36m_regressor, device=world.device, amp=cfg.amp,
-                                    expected_count=test_set.size, progress=world.is_main, desc=f"eval {name}")
-        results[name]["checkpoint"] = str(path)
+        results[name], _, per_person[name] = evaluate(
+            net, test_set.loader, smpl_by_gender=smpl_by_gender, h36m_regressor=test_set.h36m_regressor,
+            device=world.device, amp=cfg.amp, expected_count=test_set.size, progress=world.is_main,
+            desc=f"eval {name}", return_per_sample=True)
+        results[name].update(test_set.loader.dataset.report(), checkpoint=str(path))
     if world.is_main:
         out = Path(args.out) if args.out else Path(cfg.output_dir) / cfg.exp_name / "eval" / "results.json"
         write_results_json(out, results)
+        for name, per_sample in per_person.items():
+            write_samples_csv(out.parent / f"{name}_samples.csv", per_sample, test_sets[name].loader.dataset.describe)
         print(format_table(results, paper_numbers()))
         print(f"results written to {out}")
     return results

@@ -7,9 +7,9 @@ Writes output/<exp_name>/: config.yaml (the resolved config), checkpoint/last.pt
 optimiser, scaler, loss weights, step, RNG states; written at each epoch end, at the end and on Ctrl-C/SIGTERM),
 checkpoint/step_<N>.pth.tar (resumable, every save_every_steps steps / save_every_minutes minutes, the newest
 keep_last_k kept), checkpoint/<testset>_best_ckpt.pth.tar (lowest MPJPE so far), log/train.log, log/tensorboard/,
-results/*.json. `resume=<checkpoint>` continues a run exactly, `resume=auto` from the newest checkpoint of the run's
-folder that loads (or from scratch); `init_ckpt=<checkpoint>` starts from weights only (stage 2 starts from stage
-1's last.pth.tar).
+results/*.json, results/<testset>_samples.csv (the latest evaluation's per-person metrics). `resume=<checkpoint>`
+continues a run exactly, `resume=auto` from the newest checkpoint of the run's folder that loads (or from scratch);
+`init_ckpt=<checkpoint>` starts from weights only (stage 2 starts from stage 1's last.pth.tar).
 """
 import argparse
 import dataclasses
@@ -59,7 +59,7 @@ from common.engine import (
 )
 from common.errors import InputError, run_entry_point
 from common.losses import JointContrastiveLoss
-from common.metrics import format_table, write_results_json
+from common.metrics import format_table, write_results_json, write_samples_csv
 from common.renderer import overlay, render
 from common.speed import inference_model, setup_cpu_process
 from common.vposer import load_vposer_weights
@@ -83,11 +83,14 @@ def run_evaluation(model, test_sets, smpl_by_gender, cfg, world, logger, step, b
     results = {}
     net = inference_model(model, cfg.compile)  # one folded (and optionally compiled) copy for every test set
     for name, test_set in test_sets.items():
-        summary, samples = evaluate(net, test_set.loader, smpl_by_gender=smpl_by_gender,
-                                    h36m_regressor=test_set.h36m_regressor, device=world.device, amp=cfg.amp,
-                                    expected_count=test_set.size, progress=world.is_main, desc=f"eval {name}",
-                                    keep_samples=4 if world.is_main else 0)
-        results[name] = summary
+        summary, samples, per_sample = evaluate(
+            net, test_set.loader, smpl_by_gender=smpl_by_gender, h36m_regressor=test_set.h36m_regressor,
+            device=world.device, amp=cfg.amp, expected_count=test_set.size, progress=world.is_main,
+            desc=f"eval {name}", keep_samples=4 if world.is_main else 0, return_per_sample=True)
+        results[name] = summary | test_set.loader.dataset.report()
+        if world.is_main:  # the latest evaluation's per-person metrics
+            write_samples_csv(run_dir / "results" / f"{name}_samples.csv", per_sample,
+                              test_set.loader.dataset.describe)
         logger.images(f"eval/{name}/overlay", crop_overlays(samples, model.body_model.faces, cfg), step)
         logger.scalars(f"eval/{name}", {k: v for k, v in summary.items() if k != "n"}, step)
         if world.is_main and summary["mpjpe"] < best.get(name, float("inf")):

@@ -65,6 +65,14 @@ def test_rot6d_round_trip_and_gram_schmidt():
     np.testing.assert_allclose(r[:, :, 0].numpy(), (a1 / a1.norm(dim=1, keepdim=True)).numpy(), atol=1e-12)
 
 
+def test_rot6d_of_a_batch_of_three_is_per_sample():
+    """The official rot6d_to_axis_angle crossed over the first size-3 dimension, the batch when it holds 3 people;
+    each sample must depend on itself only, whatever the batch size."""
+    x = torch.randn(3, 6, dtype=torch.float64)
+    alone = torch.stack([rot6d_to_axis_angle(row[None])[0] for row in x])
+    np.testing.assert_allclose(rot6d_to_axis_angle(x).numpy(), alone.numpy(), atol=1e-12)
+
+
 def test_rot6d_to_axis_angle_replaces_nan():
     out = rot6d_to_axis_angle(torch.tensor([[float("nan")] * 6, [1.0, 0, 0, 1, 0, 0]]))
     assert torch.isfinite(out).all()

@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 
@@ -17,6 +18,7 @@ from common.metrics import (
     pa_mpjpe,
     similarity_procrustes,
     write_results_json,
+    write_samples_csv,
 )
 
 
@@ -230,3 +232,35 @@ def test_results_json_and_table(tmp_path):
                                 "+0.4"]
     assert lines[3].split() == ["3dpw", "7", "80.0", "n/a", "n/a", "50.0", "n/a", "n/a", "99.0", "n/a", "n/a"]
     assert format_table(results).splitlines()[0].split() == ["split", "n", "MPJPE", "PA-MPJPE", "MPVPE"]
+
+
+def test_per_person_csv_lists_every_sample_in_order(tmp_path):
+    acc = MetricAccumulator(expected_count=3)
+    acc.add({"mpjpe": torch.tensor([3.0, 1.25]), "pa_mpjpe": torch.tensor([2.0, 0.5]),
+             "mpvpe": torch.tensor([4.0, 1.0 / 3.0], dtype=torch.float64)}, [2, 0])
+    acc.add({"mpjpe": torch.tensor([7.0]), "pa_mpjpe": torch.tensor([6.0]), "mpvpe": torch.tensor([8.0])}, [1])
+    assert list(acc.per_sample()) == [0, 1, 2]
+    people = {0: (11, "a.jpg", "openpose"), 1: (12, "b.jpg", "higherhrnet"), 2: (15, "b.jpg", "openpose")}
+    path = tmp_path / "eval" / "3dpw_samples.csv"
+    write_samples_csv(path, acc.per_sample(),
+                      lambda i: dict(zip(("ann_id", "img_path", "pose_source"), people[i])))
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["index"]), int(r["ann_id"]), r["img_path"], r["pose_source"]) for r in rows] == [
+        (i, *people[i]) for i in range(3)]
+    assert [float(r["mpjpe"]) for r in rows] == [1.25, 7.0, 3.0]
+    assert float(rows[0]["mpvpe"]) == 1.0 / 3.0  # written without rounding
+    assert os.listdir(path.parent) == ["3dpw_samples.csv"]
+
+
+def test_table_names_the_input_poses_and_the_excluded_people():
+    results = {"3dpw": {"mpjpe": 80.0, "pa_mpjpe": 50.0, "mpvpe": 99.0, "n": 7, "pose_source": "openpose",
+                        "excluded": {"ground-truth box with no area or outside the image": 2}},
+               "3dpw-crowd": {"mpjpe": 90.0, "pa_mpjpe": 55.0, "mpvpe": 109.0, "n": 5, "pose_source": "higherhrnet",
+                              "excluded": {}}}
+    lines = format_table(results).splitlines()
+    assert lines[0].split() == ["split", "n", "input", "MPJPE", "PA-MPJPE", "MPVPE"]
+    assert lines[2].split() == ["3dpw", "7", "openpose", "80.0", "50.0", "99.0"]
+    assert lines[3].split() == ["3dpw-crowd", "5", "higherhrnet", "90.0", "55.0", "109.0"]
+    assert "3dpw: 2 people excluded (ground-truth box with no area or outside the image), as in the official " \
+           "evaluation" in lines

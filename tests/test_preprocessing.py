@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -6,6 +7,7 @@ from common.joint_sets import SMPL30, SMPL30_FLIP_PAIRS
 from data.preprocessing import (
     affine_points,
     apply_color_gains,
+    bbox_is_usable,
     depth_to_bin,
     flip_joints_2d,
     flip_smpl_pose,
@@ -175,3 +177,56 @@ def test_root_rotation_matches_the_crop_rotation():
     crop_direction = img2bb[:, :2] @ np.array([1.0, 0.0])
     np.testing.assert_allclose(crop_direction / np.linalg.norm(crop_direction), rot_aug[:2, :2] @ [1.0, 0.0],
                                atol=1e-6)
+
+
+def test_bbox_is_usable_is_the_official_load_time_test():
+    assert bbox_is_usable([10, 20, 41, 21], 320, 240)
+    assert bbox_is_usable([-30, -5, 61, 36], 320, 240)  # partly outside: clipped, kept
+    assert not bbox_is_usable([10, 10, 0, 20], 320, 240)  # no area
+    assert not bbox_is_usable([325, 10, 20, 20], 320, 240)  # right of the image
+    assert not bbox_is_usable([10, 250, 20, 20], 320, 240)  # below the image
+    # The official clipping moves a box over the left/top edge inside instead of cutting it (x1 = max(0, x) keeps
+    # the width), so even a box wholly above the image passes.
+    assert bbox_is_usable([10, -50, 20, 20], 320, 240)
+
+
+def test_crop_is_interpolated_from_the_unrounded_image():
+    """Bilinear sampling of the original pixel values, not rounded to 8 bits (the official loaders warp float32)."""
+    ys, xs = np.mgrid[:240, :320]
+    img = np.stack([0.37 * xs + 0.21 * ys, 200 - 0.29 * xs, 60 + 0.43 * ys], axis=-1).round().astype(np.uint8)
+    patch, _, bb2img = generate_patch_image(img, [90.3, 60.7, 101.1, 80.9], 1.0, 17.0, False, (256, 256))
+    grid = np.stack(np.mgrid[20:236:7, 20:236:7][::-1], axis=-1).reshape(-1, 2)  # (x, y) crop pixels
+    src = affine_points(grid, bb2img).astype(np.float64)
+    x0, y0 = np.floor(src).astype(int).T
+    fx, fy = (src - np.floor(src)).T[..., None]
+    f = img.astype(np.float64)
+    expected = ((1 - fx) * (1 - fy) * f[y0, x0] + fx * (1 - fy) * f[y0, x0 + 1] + (1 - fx) * fy * f[y0 + 1, x0]
+                + fx * fy * f[y0 + 1, x0 + 1])
+    ours = patch[grid[:, 1], grid[:, 0]]
+    # OpenCV quantises the sampling position to 1/32 pixel: < 0.02 grey levels on these slopes; an 8-bit warp would
+    # be off by up to 0.5.
+    assert np.abs(ours - expected).max() < 0.05
+    rounded = cv2.warpAffine(img, cv2.invertAffineTransform(bb2img), (256, 256), flags=cv2.INTER_LINEAR)
+    assert np.abs(rounded[grid[:, 1], grid[:, 0]] - expected).max() > 0.3  # the test tells the two apart
+
+
+@pytest.mark.parametrize("bbox, scale, rot, flip", [([90.3, 60.7, 101.1, 80.9], 1.0, 0.0, False),
+                                                    ([-40.0, 150.0, 120.0, 140.0], 1.2, 35.0, False),
+                                                    ([250.5, -20.0, 90.0, 60.0], 0.8, -20.0, True),
+                                                    ([-10.0, -10.0, 340.0, 260.0], 1.1, 0.0, True),
+                                                    ([2.0, 3.0, 0.5, 0.5], 1.0, 10.0, False)])
+def test_crop_equals_the_warp_of_the_whole_float_image(bbox, scale, rot, flip):
+    """Converting only the sampled region is a speed measure: the crop is the float32 image's warp."""
+    img = np.random.default_rng(3).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    patch, img2bb, _ = generate_patch_image(img, bbox, scale, rot, flip, (256, 256))
+    source = np.ascontiguousarray(img[:, ::-1] if flip else img, dtype=np.float32)
+    whole = cv2.warpAffine(source, img2bb, (256, 256), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=0)
+    np.testing.assert_allclose(patch, whole, atol=1e-3)
+    assert patch.dtype == np.float32
+
+
+def test_crop_outside_the_image_is_black():
+    img = np.full((240, 320, 3), 200, np.uint8)
+    patch, _, _ = generate_patch_image(img, [500.0, 400.0, 50.0, 50.0], 1.0, 0.0, False, (64, 64))
+    assert patch.shape == (64, 64, 3) and not patch.any()

@@ -54,13 +54,14 @@ def _expected_input_pose(ann, hhrnet):
     return out
 
 
-@pytest.mark.parametrize("variant", list(VARIANT_FILES))
-def test_samples_shapes_and_frames(tiny, variant):
+@pytest.mark.parametrize("variant, crowd_pose_source", [(v, "openpose") for v in VARIANT_FILES]
+                         + [("3dpw-crowd", "higherhrnet")])
+def test_samples_shapes_and_frames(tiny, variant, crowd_pose_source):
     data_dir = tiny[0]
-    ds = _dataset(data_dir, variant)
+    ds = _dataset(data_dir, variant, crowd_pose_source=crowd_pose_source)
     anns, images = _annotations(data_dir, VARIANT_FILES[variant])
     with open(os.path.join(data_dir, "3DPW_validation_crowd_hhrnet_result.json")) as f:
-        hhrnet = json.load(f) if variant == "3dpw-crowd" else {}
+        hhrnet = json.load(f) if variant == "3dpw-crowd" and crowd_pose_source == "higherhrnet" else {}
     assert len(ds) == len(VARIANT_ANN_IDS[variant])
 
     for idx in range(len(ds)):
@@ -125,7 +126,7 @@ def test_crop_box_follows_the_test_protocol(tiny):
 
 
 def test_crowd_chooses_the_input_pose_per_person(tiny):
-    ds = _dataset(tiny[0], "3dpw-crowd")
+    ds = _dataset(tiny[0], "3dpw-crowd", crowd_pose_source="higherhrnet")
     assert [s.ann_id for s in ds.samples] == VARIANT_ANN_IDS["3dpw-crowd"]  # courtyard_basketball_00 is not crowd
     assert [s.pose_source for s in ds.samples] == ["higherhrnet", "openpose", "higherhrnet", "openpose"]
     head_top, neck = SMPL30.index("Head_top"), SMPL30.index("Neck")
@@ -137,8 +138,66 @@ def test_crowd_chooses_the_input_pose_per_person(tiny):
         else:
             assert joints[neck, 2] == pytest.approx(OPENPOSE_CONFIDENCE)
         assert joints[head_top, 2] == 0
+    assert ds.report()["pose_source"] == "higherhrnet"
+    assert [ds.describe(i)["pose_source"] for i in range(len(ds))] == [s.pose_source for s in ds.samples]
     # Other variants never read the HigherHRNet file, even for the same people.
     assert {s.pose_source for s in _dataset(tiny[0], "3dpw").samples} == {"openpose"}
+
+
+def test_crowd_defaults_to_the_openpose_input_of_the_published_numbers(tiny, tmp_path):
+    data_dir = write_tiny_pw3d(tmp_path, tiny[4])
+    os.remove(os.path.join(data_dir, "3DPW_validation_crowd_hhrnet_result.json"))  # not needed for OpenPose input
+    ds = _dataset(data_dir, "3dpw-crowd")
+    assert [s.ann_id for s in ds.samples] == VARIANT_ANN_IDS["3dpw-crowd"]
+    assert {s.pose_source for s in ds.samples} == {"openpose"} and ds.report()["pose_source"] == "openpose"
+    with pytest.raises(ValueError, match="crowd_pose_source must be one of"):
+        PW3D(data_dir, "3dpw-crowd", crowd_pose_source="hrnet")
+
+
+def _rewrite_annotations(data_dir, file_name, change):
+    path = os.path.join(data_dir, file_name)
+    with open(path) as f:
+        db = json.load(f)
+    change(db)
+    with open(path, "w") as f:
+        json.dump(db, f)
+
+
+def test_people_the_official_selection_leaves_out_are_reported(tiny, tmp_path):
+    data_dir = write_tiny_pw3d(tmp_path, tiny[4])
+    sizes = {}
+
+    def change(db):
+        sizes.update({img["id"]: (img["width"], img["height"]) for img in db["images"]})
+        anns = {ann["id"]: ann for ann in db["annotations"]}
+        anns[101]["bbox"][2] = 0.0  # zero width
+        width = sizes[anns[104]["image_id"]][0]
+        anns[104]["bbox"][0] = width + 5.0  # right of the image
+        anns[102]["bbox"][0] = -anns[102]["bbox"][2] / 2  # half outside on the left: clipped, kept
+
+    _rewrite_annotations(data_dir, "3DPW_latest_test.json", change)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = PW3D(data_dir, "3dpw")
+    assert any("3dpw: 2 people excluded (ground-truth box" in str(w.message) for w in caught)
+    assert [s.ann_id for s in ds.samples] == [102, 103]
+    report = ds.report()
+    assert list(report["excluded"].values()) == [2] and list(report["excluded_ann_ids"].values()) == [[101, 104]]
+    assert [ds[i][2]["ann_id"] for i in range(len(ds))] == [102, 103]  # sample ids stay 0..n-1
+
+
+def test_empty_openpose_result_is_an_empty_pose(tiny, tmp_path):
+    data_dir = write_tiny_pw3d(tmp_path, tiny[4])
+    _rewrite_annotations(data_dir, "3DPW_latest_test.json",
+                         lambda db: db["annotations"][0].update(openpose_result=[]))
+    ds = _dataset(data_dir, "3dpw")
+    assert [s.ann_id for s in ds.samples] == VARIANT_ANN_IDS["3dpw"]
+    inputs, _, meta = ds[0]
+    assert inputs["joints_mask"].sum() == 0 and meta["bbox_from_gt"]
+    _rewrite_annotations(data_dir, "3DPW_latest_test.json",
+                         lambda db: db["annotations"][0].update(openpose_result=[1.0, 2.0, 0.5]))
+    with pytest.raises(ValueError, match="annotation 101 has an openpose_result of 3 numbers; expected 18 x 3"):
+        PW3D(data_dir, "3dpw")
 
 
 def test_low_confidence_and_missing_joints_are_masked(tiny):
@@ -227,7 +286,7 @@ def test_clear_errors(tiny, tmp_path):
     data_dir = write_tiny_pw3d(tmp_path, tiny[4])
     os.remove(os.path.join(data_dir, "3DPW_validation_crowd_hhrnet_result.json"))
     with pytest.raises(FileNotFoundError, match="3DPW_validation_crowd_hhrnet_result.json"):
-        PW3D(data_dir, "3dpw-crowd")
+        PW3D(data_dir, "3dpw-crowd", crowd_pose_source="higherhrnet")
     ds = _dataset(data_dir, "3dpw")
     os.remove(ds.samples[0].img_path)
     with pytest.raises(FileNotFoundError, match="image_00001.jpg"):

@@ -1,4 +1,5 @@
 """Training and evaluation end to end on a tiny dataset in the real formats (MuCo training set, 3DPW test sets)."""
+import csv
 import json
 import os
 import signal
@@ -52,6 +53,22 @@ def test_train_then_evaluate(data_dir, tmp_path, capsys):
             assert standalone[name][metric] == pytest.approx(during[name][metric], rel=1e-6)
     printed = capsys.readouterr().out
     assert "3dpw-oc" in printed and "75.7" in printed  # the paper's MPJPE beside ours
+
+    # Every person's metrics, beside the results (standalone) and in the run's results (training); the means of
+    # the rows are the reported means.
+    for name in ("3dpw", "3dpw-oc"):
+        assert standalone[name]["pose_source"] == "openpose" and standalone[name]["excluded"] == {}
+        with open(tmp_path / f"{name}_samples.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        with open(run / "results" / f"{name}_samples.csv", newline="") as f:
+            rows_during = list(csv.DictReader(f))
+        assert [int(r["index"]) for r in rows] == list(range(standalone[name]["n"]))
+        assert [r["ann_id"] for r in rows] == [r["ann_id"] for r in rows_during]
+        assert all(r["img_path"].endswith(".jpg") and r["pose_source"] == "openpose" for r in rows)
+        for metric in ("mpjpe", "pa_mpjpe", "mpvpe"):
+            values = [float(r[metric]) for r in rows]
+            assert sum(values) / len(values) == pytest.approx(standalone[name][metric], rel=1e-9)
+            assert values == pytest.approx([float(r[metric]) for r in rows_during], rel=1e-6)
 
 
 @pytest.mark.slow

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -6,7 +7,7 @@ from common.body_model import joint_regressor_30, load_smpl
 from common.joint_sets import COCO17, MUCO21, SMPL30, flip_pairs
 from data.posefix import ERROR_TYPES, UNTOUCHED
 from data.preprocessing import AugConfig
-from data.train_sample import SMPLFit, TrainSampleBuilder, input_pose_noise
+from data.train_sample import SMPLFit, TrainSampleBuilder, input_pose_noise, read_rgb
 from tests.muco_format import muco_ground_truth
 
 WIDTH, HEIGHT = 320, 240
@@ -245,15 +246,23 @@ def test_fit_targets_agree_with_the_body_model(body, aug):
     assert meta["is_valid_fit"] == 1
 
 
-def test_large_betas_are_reset(body):
+def test_large_betas_reset_only_the_shape_target(body):
+    """Official loaders: the fit's mesh and joints come from the original betas; only shape_param is zeroed."""
     layer, j30, _ = body
     person = _person(body)
     person["shape"] = person["shape"].copy()
     person["shape"][3] = -3.5
-    _, targets, _, _ = _build(body, person, aug=_aug())
+    seen = []
+    _, targets, meta, geometry = _build(body, person, aug=_aug(), check=lambda verts: seen.append(verts) or True)
     assert not targets["shape_param"].any()
-    joints = j30 @ _smpl(layer, person["pose"], np.zeros(10))
+    fit_verts = _smpl(layer, person["pose"], person["shape"], person["trans"])
+    joints = j30 @ fit_verts
     np.testing.assert_allclose(targets["fit_joint_cam"], joints - joints[0], atol=2e-5)
+    np.testing.assert_allclose(targets["fit_joint_img"][:, :2], _affine(_project(joints), geometry.img2bb) / 4,
+                               atol=1e-3)
+    np.testing.assert_allclose(seen[0], fit_verts, atol=1e-5)
+    reset = j30 @ _smpl(layer, person["pose"], np.zeros(10))
+    assert np.abs(targets["fit_joint_cam"] - (reset - reset[0])).max() > 1e-3  # the betas matter for this model
 
 
 @pytest.mark.parametrize("verdict", [True, False])
@@ -454,3 +463,27 @@ def test_occlusion_is_off_by_default_and_checked(body):
         assert _build(body, _person(body), seed=seed)[3].occluder_mask is None
     with pytest.raises(ValueError, match="occlusion_prob"):
         TrainSampleBuilder(layer, j30, occlusion_prob=1.5)
+
+
+def _jpeg_with_exif_orientation(path, img, orientation):
+    """A JPEG of `img` (RGB) whose EXIF says to display it rotated (orientation 6 = 90 degrees clockwise)."""
+    ok, jpeg = cv2.imencode(".jpg", img[..., ::-1])
+    assert ok
+    tiff = (b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x01"  # big-endian TIFF header, one IFD entry
+            + b"\x01\x12\x00\x03\x00\x00\x00\x01" + orientation.to_bytes(2, "big") + b"\x00\x00"  # Orientation
+            + b"\x00\x00\x00\x00")  # no next IFD
+    app1 = b"Exif\x00\x00" + tiff
+    data = jpeg.tobytes()
+    path.write_bytes(data[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + data[2:])
+
+
+def test_dataset_images_ignore_the_exif_orientation(tmp_path):
+    """Annotations refer to the stored pixel grid, so loaders read images as stored (as the official ones do)."""
+    img = _image()
+    path = tmp_path / "rotated.jpg"
+    _jpeg_with_exif_orientation(path, img, 6)
+    upright = cv2.imread(str(path))[..., ::-1]  # OpenCV's default turns it as the EXIF says
+    assert upright.shape[:2] == (WIDTH, HEIGHT)
+    pixels = read_rgb(path)
+    assert pixels.shape == (HEIGHT, WIDTH, 3)
+    np.testing.assert_array_equal(pixels, np.rot90(upright, k=1))  # the stored grid, turned back
