@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.joint_sets import SMPL30_QUERY15_IDX
-from common.transformer import sample_volume
+from common.body.joint_sets import SMPL30_QUERY15_IDX
+from common.model.transformer import sample_volume
 
 SUPERVISED_KEYS = ("body_joint_img", "smpl_joint_img", "smpl_pose", "smpl_shape", "body_joint_proj", "body_joint_cam")
 JOINT_PROJ_SCALE = 1 / 8  # body_joint_proj: L1 in 64-grid pixels, scaled by 1/8 (spec 3.1)
@@ -224,7 +224,7 @@ class JointContrastiveLoss(nn.Module):
     Draws follow the official rule (without replacement when there are enough candidates) but use a
     torch.Generator passed in, never numpy's global RNG.
 
-    Fixed official defects (spec 7.8): features are sampled with the decoder's depth warp z^k (common.transformer.
+    Fixed official defects (spec 7.8): features are sampled with the decoder's depth warp z^k (common.model.transformer.
     sample_volume) at both predicted and GT positions, where the official code used the linear z; the inter negative
     mask uses the volume's (d, h, w) layout and the warped depth (non_joint_cells); anchors without any valid
     positive are dropped and an empty set gives 0 instead of NaN.

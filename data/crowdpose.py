@@ -4,7 +4,7 @@ Expected layout under `data_dir` (normally `data/`):
     CrowdPose/annotations/crowdpose_train.json                  COCO format: images (id, file_name, width, height),
                                                                 annotations (id, image_id, keypoints 14 x 3 flat
                                                                 [x, y, v] image pixels, bbox [x, y, w, h], iscrowd),
-                                                                keypoints in common.joint_sets.CROWDPOSE14 order
+                                                                keypoints in common.body.joint_sets.CROWDPOSE14 order
     CrowdPose/annotations/CrowdPose_train_SMPL_NeuralAnnot.json {str(annotation id): {smpl_param: {pose, shape,
                                                                 trans}, cam_param: {focal, princpt}, fit_err}}
     CrowdPose/images/<file_name>
@@ -16,7 +16,7 @@ Samples, fits and items as data.mscoco (KeypointDataset) with the joint set CROW
   differ, and swaps the file's sizes back if that image is the annotated size transposed (`image_size_swapped`);
   if it can read none, it assumes the official file's state (swapped) and warns. Every image's real size is checked
   again when it is read.
-* Flip pairs (spec 7.9). Pairs are derived from the joint names (common.joint_sets.flip_pairs): L_x <-> R_x. The
+* Flip pairs (spec 7.9). Pairs are derived from the joint names (common.body.joint_sets.flip_pairs): L_x <-> R_x. The
   official list (0,1),(1,2),(3,4),(5,6),(6,7),(8,9),(10,11), applied as swaps one after the other, scrambled the
   arms and hips of flipped samples (R_Shoulder got L_Elbow, R_Wrist got L_Hip, ...). `official_crowdpose_flip=True`
   reproduces that scrambling for exact-reproduction runs.
@@ -30,8 +30,8 @@ import warnings
 import cv2
 import numpy as np
 
+from common.body.joint_sets import CROWDPOSE14, CROWDPOSE14_PELVIS, flip_pairs
 from common.errors import InputError
-from common.joint_sets import CROWDPOSE14, CROWDPOSE14_PELVIS, flip_pairs
 from data.mscoco import NEURALANNOT_SOURCE, KeypointDataset
 
 MAX_FIT_ERROR = 5.0  # NeuralAnnot fitting error below which a fit is used

@@ -8,7 +8,8 @@ Expected layout under `data_dir` (normally `data/`), the I2L-MeshNet / 3DCrowdNe
     Human36M/annotations/Human36M_subject{S}_camera.json      {str(cam_idx): {R 3x3, t 3 (mm), f [fx, fy], c [cx, cy]}}
                                                               with camera = R @ world + t
     Human36M/annotations/Human36M_subject{S}_joint_3d.json    {str(action): {str(subaction): {str(frame): 17 x 3}}}
-                                                              world frame, millimetres, common.joint_sets.H36M17 order
+                                                              world frame, millimetres,
+                                                              common.body.joint_sets.H36M17 order
     Human36M/annotations/Human36M_subject{S}_smpl_param.json  {str(action): {str(subaction): {str(frame): {pose 72,
                                                               shape 10, trans 3 (world frame, metres)[, ...]}}}}
     Human36M/images/<file_name>
@@ -31,8 +32,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from common.body.joint_sets import H36M17
 from common.errors import InputError
-from common.joint_sets import H36M17
 from data.muco import _array, fit_check_regressor
 from data.preprocessing import process_bbox
 from data.train_sample import SMPL30_ROOT, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
@@ -126,8 +127,8 @@ class Human36M(TrainingSet):
     """Human3.6M training samples (module docstring); items as data.train_sample describes (is_3D = 1).
 
     Arguments as data.muco.MuCo: data_dir (holding Human36M/), body_model, joint_regressor_30 (30, 6890; its rows
-    0-23 must be the body model's own J_regressor, as common.body_model.joint_regressor_30 builds it: row 0 gives the
-    rest-pose root fit_to_camera needs), h36m_regressor (17, 6890) for the fit-validity test, input_img_shape,
+    0-23 must be the body model's own J_regressor, as common.body.body_model.joint_regressor_30 builds it: row 0
+    gives the rest-pose root fit_to_camera needs), h36m_regressor (17, 6890) for the fit-validity test, input_img_shape,
     output_hm_shape, bbox_3d_size (metres), update_bbox, augment, seed; plus subjects and
     sampling_ratio (the training protocol by default).
     """

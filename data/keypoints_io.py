@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.errors import InputError, UserError
-from common.joint_sets import (
+from common.body.joint_sets import (
     COCO17,
     COCO17_PELVIS_NECK,
     OPENPOSE18,
@@ -34,11 +33,12 @@ from common.joint_sets import (
     add_pelvis_neck,
     map_joints,
 )
+from common.errors import InputError, UserError
 from data.preprocessing import get_bbox, process_bbox
 from data.pw3d import MIN_JOINT_CONFIDENCE, TEST_BBOX_SCALE
 
 # OpenPose's BODY_25 output order, in this repository's joint names. Its first 19 entries are the COCO-18
-# joints (common.joint_sets.OPENPOSE18) in the same order except for MidHip inserted at 8, so it maps by name.
+# joints (common.body.joint_sets.OPENPOSE18) in the same order except for MidHip inserted at 8, so it maps by name.
 OPENPOSE_BODY25 = ("Nose", "Neck", "R_Shoulder", "R_Elbow", "R_Wrist", "L_Shoulder", "L_Elbow", "L_Wrist",
                    "MidHip", "R_Hip", "R_Knee", "R_Ankle", "L_Hip", "L_Knee", "L_Ankle", "R_Eye", "L_Eye", "R_Ear",
                    "L_Ear", "L_BigToe", "L_SmallToe", "L_Heel", "R_BigToe", "R_SmallToe", "R_Heel")

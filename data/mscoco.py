@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.body.joint_sets import COCO17, COCO17_PELVIS, add_pelvis_neck
 from common.errors import InputError
-from common.joint_sets import COCO17, COCO17_PELVIS, add_pelvis_neck
 from data.muco import _array
 from data.preprocessing import TEST_AUG, get_aug_config, process_bbox
 from data.train_sample import SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder

@@ -5,7 +5,7 @@ Expected layout under `data_dir` (normally `data/`):
                             images: id, file_name, width, height, f [fx, fy], c [cx, cy] (image pixels);
                             annotations: id, image_id, bbox [x, y, w, h] (image pixels, tight),
                             keypoints_img 21 x 2 (image pixels), keypoints_cam 21 x 3 (camera frame, millimetres),
-                            joints in common.joint_sets.MUCO21 order
+                            joints in common.body.joint_sets.MUCO21 order
     MuCo/smpl_param.json    {str(annotation id): {"pose": 72, "shape": 10, "trans": 3}} SMPL fits in the same camera
                             frame (metres; 3DCrowdNet / I2L-MeshNet release)
     MuCo/<file_name>        the images (augmented_set/..., unaugmented_set/...)
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.body.joint_sets import H36M17, MUCO21
 from common.errors import InputError
-from common.joint_sets import H36M17, MUCO21
 from data.preprocessing import process_bbox
 from data.train_sample import SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
 
@@ -118,7 +118,7 @@ def fit_error_mm(vertices, joints_cam_mm, h36m_regressor):
 class MuCo(TrainingSet):
     """MuCo-3DHP training samples (module docstring); items as data.train_sample describes (is_3D = 1).
 
-    data_dir: the directory holding MuCo/ (normally `data`); body_model: SMPL layer (common.body_model.SMPLLayer)
+    data_dir: the directory holding MuCo/ (normally `data`); body_model: SMPL layer (common.body.body_model.SMPLLayer)
     for the fits; joint_regressor_30 (30, 6890); h36m_regressor (17, 6890) for the fit-validity test;
     input_img_shape (H, W); output_hm_shape (D, H, W); bbox_3d_size metres; update_bbox: draw a new crop enlargement
     U[1.0, 1.2) for every item (else one per sample, drawn when loading); augment: training augmentation and input

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from common.body.joint_sets import COCO17, COCO17_PELVIS_NECK, SMPL30, add_pelvis_neck, map_joints
 from common.errors import InputError
-from common.joint_sets import COCO17, COCO17_PELVIS_NECK, SMPL30, add_pelvis_neck, map_joints
 from data.muco import _array
 from data.preprocessing import get_bbox, process_bbox
 from data.pw3d import GENDER_CODES, MIN_JOINT_CONFIDENCE, TEST_BBOX_SCALE, evaluation_item
@@ -69,7 +69,7 @@ def image_path(root, key):
 
 
 class OH3D(torch.utils.data.Dataset):
-    """The 3DOH50K evaluation set. Items as data.pw3d.PW3D (so common.engine.evaluate works unchanged):
+    """The 3DOH50K evaluation set. Items as data.pw3d.PW3D (so common.training.engine.evaluate works unchanged):
 
     inputs:  img (3, H, W) float32 RGB in [0, 1]; joints (30, 3) input pose, x, y heatmap frame + confidence;
              joints_mask (30, 1) valid (confidence > 0.05) and inside the heatmap grid.

@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from common.joint_sets import COCO17, flip_pairs, map_joints
+from common.body.joint_sets import COCO17, flip_pairs, map_joints
 
 # COCO keypoint sigmas (cocodataset.org keypoint evaluation), per joint name.
 COCO_SIGMAS = {
@@ -218,7 +218,7 @@ def posefix(joints, valid, joint_set, near_joints, area, rng):
     """PoseFix synthesis for any joint set: its COCO joints (by name) are synthesised, the others left unchanged.
 
     joints: (J, 2) crop frame in `joint_set` order; valid: (J,) or (J, 1); joint_set: tuple of J names
-    (common.joint_sets); near_joints: list of (J, 3) joints of the overlapping people in the same set and frame
+    (common.body.joint_sets); near_joints: list of (J, 3) joints of the overlapping people in the same set and frame
     (see overlapping_people); area: the target's tight-box area, pixels^2 of the same frame; rng: numpy Generator.
     Returns (joints (J, 2) float64, kinds (J,) int: ERROR_TYPES index or UNTOUCHED).
     """

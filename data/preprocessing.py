@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from common.joint_sets import SMPL30, flip_pairs
+from common.body.joint_sets import SMPL30, flip_pairs
 
 
 def _clip_bbox(bbox_xywh, img_width, img_height):
@@ -196,7 +196,7 @@ def flip_joints_2d(joints, img_width, pairs):
     """Mirror joints in the image frame: x -> W_img - 1 - x and swap the left/right pairs.
 
     joints: (J, C) with x in column 0 (other columns, e.g. confidence, travel with their joint);
-    pairs: ((left, right), ...) indices, e.g. common.joint_sets.flip_pairs(joint_set).
+    pairs: ((left, right), ...) indices, e.g. common.body.joint_sets.flip_pairs(joint_set).
     """
     out = np.array(joints, dtype=np.float32, copy=True)
     out[:, 0] = img_width - 1 - out[:, 0]

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from common.body.body_model import GENDER_CODES, gendered_meshes
+from common.body.joint_sets import COCO17_PELVIS_NECK, OPENPOSE18_PELVIS, SMPL30, add_pelvis_neck, map_joints
 from common.errors import InputError
-from common.joint_sets import COCO17_PELVIS_NECK, OPENPOSE18_PELVIS, SMPL30, add_pelvis_neck, map_joints
 from data.preprocessing import (
     affine_points,
     bbox_is_usable,
@@ -48,8 +49,6 @@ ANNOTATION_FILES = {
 HHRNET_FILE = "3DPW_validation_crowd_hhrnet_result.json"
 # 3DPW-Crowd = the validation sequences whose names contain one of these (as in 3DCrowdNet).
 CROWD_SEQUENCES = ("courtyard_hug_00", "courtyard_dancing_00")
-GENDER_CODES = {"neutral": 0, "male": 1, "female": 2}
-GENDER_NAMES = {code: name for name, code in GENDER_CODES.items()}
 # 3dpw-crowd input poses (PW3D crowd_pose_source): 'higherhrnet' is what the official loader intends (HigherHRNet
 # where the results file has the person, OpenPose otherwise); 'openpose' is what it computed (spec 7.6).
 CROWD_POSE_SOURCES = ("openpose", "higherhrnet")
@@ -101,7 +100,8 @@ class PW3D(torch.utils.data.Dataset):
              joints (30, 3) input 2D pose, x, y in the heatmap frame (output_hm_shape), detector confidence;
              joints_mask (30, 1) float32, valid (confidence > 0.05) and inside the heatmap grid.
     targets: smpl_pose (72,), smpl_shape (10,), smpl_trans (3,) metres (3DPW camera frame), gender (int64:
-             0 neutral, 1 male, 2 female); the GT mesh comes from pw3d_gt_meshes (batched) or, when
+             0 neutral, 1 male, 2 female); the GT mesh comes from common.body.body_model.gendered_meshes (batched) or,
+             when
              `smpl_fn_by_gender` is given, also as smpl_mesh_cam (V, 3) per item.
     meta:    bb2img_trans, img2bb_trans (2, 3) between crop and image pixels; bbox (4,) crop box xywh in image
              pixels; idx (sample id); ann_id; bbox_from_gt (bool).
@@ -253,7 +253,7 @@ def evaluation_item(image, bbox, joints, joints_valid, smpl, *, idx, ann_id, bbo
     if smpl_fn_by_gender is not None:
         batch = {k: v[None] for k, v in targets.items()}
         with torch.no_grad():
-            targets["smpl_mesh_cam"] = pw3d_gt_meshes(batch, smpl_fn_by_gender)[0]
+            targets["smpl_mesh_cam"] = gendered_meshes(batch, smpl_fn_by_gender)[0]
     meta = {
         "bb2img_trans": torch.from_numpy(bb2img),
         "img2bb_trans": torch.from_numpy(img2bb),
@@ -263,26 +263,3 @@ def evaluation_item(image, bbox, joints, joints_valid, smpl, *, idx, ann_id, bbo
         "bbox_from_gt": bbox_from_gt,
     }
     return inputs, targets, meta
-
-
-def pw3d_gt_meshes(targets, smpl_by_gender):
-    """Ground-truth meshes of a batch: the SMPL model of each person's annotated gender.
-
-    targets: batched PW3D targets (smpl_pose (B, 72), smpl_shape (B, 10), smpl_trans (B, 3), gender (B,));
-    smpl_by_gender: {'male': fn, 'female': fn[, 'neutral': fn]}, fn(pose (N, 72), betas (N, 10),
-    transl (N, 3)) -> vertices (N, V, 3) in metres (e.g. common.body_model.load_smpl(smpl_dir, gender)).
-    Returns (B, V, 3) vertices in metres, 3DPW camera frame, on the models' device.
-    """
-    gender = torch.as_tensor(targets["gender"]).reshape(-1).cpu()
-    meshes = None
-    for code in torch.unique(gender).tolist():
-        name = GENDER_NAMES.get(code)
-        if name not in smpl_by_gender:
-            raise KeyError(f"pw3d_gt_meshes: batch has gender code {code} ({name}) but no body model for it; "
-                           f"models given: {sorted(smpl_by_gender)}")
-        rows = torch.nonzero(gender == code).reshape(-1)
-        verts = smpl_by_gender[name](*(targets[k][rows] for k in ("smpl_pose", "smpl_shape", "smpl_trans")))
-        if meshes is None:
-            meshes = verts.new_zeros((len(gender),) + tuple(verts.shape[1:]))
-        meshes[rows.to(verts.device)] = verts
-    return meshes

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common.body_model import NUM_VERTICES, SMPL_FILE_NAMES, load_regressor, load_smpl_pickle
+from common.body.body_model import NUM_VERTICES, SMPL_FILE_NAMES, load_regressor, load_smpl_pickle
 from common.errors import InputError
-from common.vposer import VPoserV1, find_vposer_snapshot, load_vposer_weights
+from common.model.vposer import VPoserV1, find_vposer_snapshot, load_vposer_weights
 from data import human36m, muco, oh3d, pw3d
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -33,8 +33,8 @@ import cv2
 import numpy as np
 import torch
 
+from common.body.joint_sets import SMPL30, SMPL30_FLIP_PAIRS, flip_pairs, map_joints
 from common.errors import InputError
-from common.joint_sets import SMPL30, SMPL30_FLIP_PAIRS, flip_pairs, map_joints
 from data.occluder import occlude
 from data.posefix import overlapping_people, posefix
 from data.preprocessing import (
@@ -221,8 +221,8 @@ class TrainSampleBuilder:
     """Builds training items (module docstring) from one person's annotation.
 
     body_model: callable(pose (B, 72), betas (B, 10), transl (B, 3)) torch tensors -> vertices (B, V, 3) metres,
-        e.g. common.body_model.SMPLLayer (needed only for samples with an SMPL fit);
-    joint_regressor_30: (30, V) J30 regressor (common.body_model.joint_regressor_30);
+        e.g. common.body.body_model.SMPLLayer (needed only for samples with an SMPL fit);
+    joint_regressor_30: (30, V) J30 regressor (common.body.body_model.joint_regressor_30);
     input_img_shape (H, W) of the crop; output_hm_shape (D, H, W) of the heatmap grid;
     bbox_3d_size: metres, the root-relative depth range (+-size/2) mapped onto the D depth bins;
     pose_noise: None (default) for PoseFix synthesis (data.posefix, in the crop frame, with the overlapping people
@@ -258,7 +258,7 @@ class TrainSampleBuilder:
         bbox: (4,) the person's tight box xywh, image pixels (process_bbox makes the crop box from it);
         joints_img: (J, 2+) image pixels in `joint_set` order (x, y in the first two columns);
         joints_valid: (J,) or (J, 1), 1 where the joint is annotated;
-        joint_set: tuple of the J joint names (common.joint_sets); for 3D data it must contain 'Pelvis' (the root);
+        joint_set: tuple of the J joint names (common.body.joint_sets); for 3D data it must contain 'Pelvis' (the root);
         rng: numpy Generator, the only source of randomness;
         augment: draw the scale/rotation/colour/flip augmentation, corrupt the input pose and (if enabled) paste
             occluders (training); otherwise no augmentation and the input pose is the ground truth;

@@ -1,5 +1,5 @@
 """A trivial baseline to print beside the model: every person gets the mean training pose and shape, placed at the
-detected 2D root. It has the network's interface, so `common.engine.evaluate` scores it with the same code."""
+detected 2D root. It has the network's interface, so `common.training.engine.evaluate` scores it with the same code."""
 import torch
 from torch import nn
 

@@ -1,6 +1,6 @@
 """The body models of a generator run as numpy arrays: the SMPL function in float64 and the clothing regions.
 
-Read from SMPL files through the project's loader (common.body_model), so the mannequin (embedded.mannequin) and
+Read from SMPL files through the project's loader (common.body.body_model), so the mannequin (embedded.mannequin) and
 the real SMPL files work alike.
 """
 from pathlib import Path
@@ -9,8 +9,8 @@ import numpy as np
 import scipy.sparse
 from scipy.spatial.transform import Rotation
 
-from common.body_model import joint_regressor_30, load_smpl
-from common.joint_sets import SMPL30
+from common.body.body_model import joint_regressor_30, load_smpl
+from common.body.joint_sets import SMPL30
 
 # Surface regions for clothing, from each vertex's dominant skinning joint.
 REGIONS = ("face", "hair", "hands", "forearms", "upper_arms", "torso", "hips_thighs", "shins", "feet")
@@ -24,7 +24,7 @@ _REGION_OF_JOINT = {
 
 
 class Bodies:
-    """The body models of a generator run, read from SMPL files through the project's loader (common.body_model).
+    """The body models of a generator run, read from SMPL files through the project's loader (common.body.body_model).
 
     layers: {gender: SMPLLayer}; j30: {gender: (30, 6890) J30 regressor}; h36m: (17, 6890); face_regions:
     {gender: (13776,) index into REGIONS}."""
@@ -55,7 +55,7 @@ class Bodies:
 
         The SMPL function (shape blend, pose blend, linear blend skinning about the rest joints) evaluated in numpy
         float64 on the loaded model's arrays: for a handful of bodies faster than the torch layer, and reproducible
-        bit for bit. tests/test_synthetic.py checks it against common.body_model.SMPLLayer.
+        bit for bit. tests/test_synthetic.py checks it against common.body.body_model.SMPLLayer.
         No product here goes through a multi-threaded BLAS: for these sizes its threads cost far more CPU than
         they save (einsum loops and sparse products instead)."""
         model = self._model(gender)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.joint_sets import COCO17
-from common.video import H264Writer
+from common.body.joint_sets import COCO17
+from common.video.io import H264Writer
 from embedded.bodies import load_bodies
 from embedded.camera import global_orient, sample_camera
 from embedded.detections import COCO_IN_SMPL30, detector_pose

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.checkpoint import load_checkpoint
-from common.distributed import DistInfo
-from common.engine import evaluate
 from common.errors import run_entry_point
-from common.metrics import METRIC_NAMES, write_results_json
+from common.evaluation.metrics import METRIC_NAMES, write_results_json
 from common.speed import inference_model, machine_kind, setup_cpu_process
+from common.training.checkpoint import load_checkpoint
+from common.training.distributed import DistInfo
+from common.training.engine import evaluate
 from data.keypoints_io import read_keypoint_file
 from embedded.baseline import MeanPoseBaseline, mean_smpl_params
 from embedded.generate import generate
@@ -70,7 +70,7 @@ class BlankedImage(nn.Module):
     def __init__(self, model, fill):
         super().__init__()
         self.model = model
-        self.joint_regressor = model.joint_regressor  # common.engine.evaluate reads the root regressor here
+        self.joint_regressor = model.joint_regressor  # common.training.engine.evaluate reads the root regressor here
         self.register_buffer("fill", torch.as_tensor(fill, dtype=torch.float32).reshape(1, 3, 1, 1))
 
     def forward(self, img, joints, joints_mask, bbox=None):

@@ -1,7 +1,7 @@
 """Detector-like 2D poses of the synthetic people: a detector's noise, and its failures under occlusion."""
 import numpy as np
 
-from common.joint_sets import COCO17, OPENPOSE18, SMPL30, flip_pairs
+from common.body.joint_sets import COCO17, OPENPOSE18, SMPL30, flip_pairs
 
 OPENPOSE_IN_SMPL30 = [SMPL30.index(n) for n in OPENPOSE18]
 COCO_IN_SMPL30 = [SMPL30.index(n) for n in COCO17]

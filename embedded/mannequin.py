@@ -10,14 +10,14 @@ same code (loader, SMPL layer, J30 regressor, renderer, data generator). It is b
   a thin tube between a vertex of one part lying inside the other and vice versa (connected sum), so the tube
   and both holes are hidden inside the overlap. Hence 6890 vertices and SMPL's 13776 faces.
 * SMPL conventions: metres, y up, x to the person's left, z forward, T-pose with the arms along +-x; the
-  24 joints, their order and parents are SMPL's (common.joint_sets); rest proportions of a ~1.70 m adult.
+  24 joints, their order and parents are SMPL's (common.body.joint_sets); rest proportions of a ~1.70 m adult.
 * Skinning weights blend smoothly across each joint (smoothstep along the bone over a few centimetres), so
   the parts stay attached when joints rotate. Pose blend shapes are zero.
 * 10 shape directions with a human meaning (SHAPE_DIRECTIONS), 1-5 cm per unit beta, as central differences
   of the generator's geometry in its proportions.
 * J_regressor rows are convex combinations of the vertices around each joint (maximum-entropy weights) that
   reproduce the designed rest joints exactly, so regressed joints follow shape changes.
-* J_regressor_extra (row 3 = head top) and the 17-joint Human3.6M regressor (common.joint_sets.H36M17 order);
+* J_regressor_extra (row 3 = head top) and the 17-joint Human3.6M regressor (common.body.joint_sets.H36M17 order);
   vertices 331, 2802, 6262, 3489, 3990 sit at the nose, left eye, right eye, left ear and right ear.
 
 `write_mannequin(out_dir)` writes the files in the layout of `data/body_models/`.
@@ -31,7 +31,7 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 from scipy.spatial import cKDTree
 
-from common.joint_sets import H36M17, SMPL30, SMPL30_FACE_VERTICES, SMPL30_FLIP_PAIRS, SMPL_PARENTS
+from common.body.joint_sets import H36M17, SMPL30, SMPL30_FACE_VERTICES, SMPL30_FLIP_PAIRS, SMPL_PARENTS
 
 NUM_VERTICES = 6890
 NUM_JOINTS = 24
@@ -688,7 +688,7 @@ def build_mannequin(gender="neutral"):
     v_template (6890, 3) m; shapedirs (6890, 3, 10) m per unit beta (SHAPE_DIRECTIONS); posedirs (6890, 3, 207)
     zeros; J_regressor (24, 6890); J (24, 3) rest joints; weights (6890, 24); kintree_table (2, 24) int64 with the
     root's parent 4294967295; f (13776, 3) int64; plus J_regressor_extra (9, 6890) (row 3 = head top) and
-    J_regressor_h36m (17, 6890) (common.joint_sets.H36M17 order). `gender`: 'neutral', 'male' or 'female'
+    J_regressor_h36m (17, 6890) (common.body.joint_sets.H36M17 order). `gender`: 'neutral', 'male' or 'female'
     (slightly different proportions, same topology). Deterministic.
     """
     if gender not in GENDER_SHAPES:

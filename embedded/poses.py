@@ -11,7 +11,7 @@ negative.
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from common.joint_sets import SMPL30
+from common.body.joint_sets import SMPL30
 
 _LIMITS = {  # joint: (sequence, ((lo, hi) per angle))
     "Torso": ("yzx", ((-15, 15), (-12, 12), (-15, 35))),  # twist, side bend, forward bend

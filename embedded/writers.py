@@ -6,7 +6,7 @@ import os
 import cv2
 import numpy as np
 
-from common.joint_sets import COCO17, H36M17, MUCO21, OPENPOSE18, SMPL30
+from common.body.joint_sets import COCO17, H36M17, MUCO21, OPENPOSE18, SMPL30
 from embedded.detections import COCO_IN_SMPL30, FAILURE_STREAM, OPENPOSE_IN_SMPL30, detector_pose, occlusion_failures
 from embedded.scene import SPLITS, make_scene, occlusion_type
 

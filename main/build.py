@@ -5,10 +5,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from common.body_model import joint_regressor_30, load_regressor, load_smpl
-from common.distributed import ShardSampler, seed_worker
-from common.jotr import JOTR
+from common.body.body_model import joint_regressor_30, load_regressor, load_smpl
+from common.model.jotr import JOTR
 from common.speed import set_channels_last
+from common.training.distributed import ShardSampler, seed_worker
 from data.registry import build_test_dataset
 
 SPIN_DATA = "SPIN's data release (http://visiondata.cis.upenn.edu/spin/data.tar.gz, file data/J_regressor_extra.npy)"

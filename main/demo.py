@@ -18,10 +18,10 @@ phones store them), so keypoint files must be in the upright image's pixels, as 
 * --keypoints FOLDER of OpenPose JSON (`openpose --write_json FOLDER`, BODY_25 or COCO-18): fast, multi-person.
 * --keypoints a 3DPW-style annotation file (its "openpose_result" fields): the paper's evaluation inputs.
 
-Videos (and with --track, folders of frames): people are linked across frames (common/tracking.py: box IoU and
+Videos (and with --track, folders of frames): people are linked across frames (common/video/tracking.py: box IoU and
 2D-pose distance, Hungarian assignment; a person unseen for up to --max-missing frames keeps its id), each id keeps
 its colour and file names, and with --smooth (on by default for videos) every person's rotations, shape and
-translation are smoothed over time (common/smoothing.py: One-Euro filter, rotations in the 6D representation).
+translation are smoothed over time (common/video/smoothing.py: One-Euro filter, rotations in the 6D representation).
 
 Each person is cropped and fed to JOTR exactly as in the 3DPW evaluation (data/pw3d.py); the predicted mesh is
 moved from the model's crop camera into the image's camera (common/camera.py), whose focal length defaults to
@@ -63,16 +63,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.body_model import BodyModelFileError
+from common.body.body_model import BodyModelFileError
 from common.camera import default_image_camera, translation_crop_to_image
-from common.checkpoint import load_checkpoint
 from common.errors import UserError, run_entry_point
 from common.renderer import PALETTE, overlay, project, render
-from common.smoothing import SmoothingSettings, SmplSmoother
-from common.smpl_export import MESH_FORMATS, write_mesh, write_smpl_sequence
 from common.speed import inference_model, setup_cpu_process
-from common.tracking import DEFAULT_MAX_MISSING, Tracker
-from common.video import H264Writer
+from common.training.checkpoint import load_checkpoint
+from common.video.export import MESH_FORMATS, write_mesh, write_smpl_sequence
+from common.video.io import H264Writer
+from common.video.smoothing import SmoothingSettings, SmplSmoother
+from common.video.tracking import DEFAULT_MAX_MISSING, Tracker
 from data.keypoints_io import (
     IMAGE_EXTENSIONS,
     KEYPOINT_RCNN_DEFAULT_THRESHOLD,
@@ -402,7 +402,7 @@ def body_model_outputs(model, poses, betas, transl):
 class PeopleOverTime:
     """Tracking, smoothing and the per-person sequences of run_demo.
 
-    track: link people across frames (common.tracking.Tracker); smoothing: SmoothingSettings, or None for no
+    track: link people across frames (common.video.tracking.Tracker); smoothing: SmoothingSettings, or None for no
     smoothing (needs tracking); fps: frames per second, for the filters' time steps."""
 
     def __init__(self, track, smoothing, fps, max_missing=DEFAULT_MAX_MISSING):
@@ -461,7 +461,7 @@ def run_demo(model, frames, people_per_frame, out_dir, *, device=None, batch_siz
              smoothing=None, max_missing=DEFAULT_MAX_MISSING, mesh_formats=("obj",)):
     """JOTR on every person of every frame; writes the outputs listed in the module docstring.
 
-    model: a JOTR (common.jotr), put in eval mode here; its crop camera (focal, princpt, input_img_shape,
+    model: a JOTR (common.model.jotr), put in eval mode here; its crop camera (focal, princpt, input_img_shape,
         output_hm_shape), body_model and joint_regressor are used. frames: iterable of Frame, in time order.
         people_per_frame: a function Frame -> [data.keypoints_io.Person2D], or a sequence of such lists aligned
         with frames.
@@ -470,7 +470,7 @@ def run_demo(model, frames, people_per_frame, out_dir, *, device=None, batch_siz
         (default sqrt(H^2 + W^2)); the principal point is the image centre. video_path: also write the overlays
         as an H.264 mp4 there (fps frames per second). num_frames: for the progress bar.
     track: link people across frames (ids in file names and colours; person<id>_smpl.npz per track). smoothing:
-        a common.smoothing.SmoothingSettings to smooth every track over time (needs track), or None.
+        a common.video.smoothing.SmoothingSettings to smooth every track over time (needs track), or None.
         max_missing: frames a track survives unseen. mesh_formats: any of 'obj', 'ply', 'glb'.
     Returns one dict per frame: name, num_people, ids, overlay, side, objs, meshes, params_json, params_npz
     (paths); with track, the last one also has tracks {id: npz path}.

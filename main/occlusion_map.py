@@ -26,10 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.body_model import BodyModelFileError
-from common.checkpoint import load_checkpoint
-from common.joint_sets import SMPL30
+from common.body.body_model import BodyModelFileError
+from common.body.joint_sets import SMPL30
 from common.speed import inference_model, setup_cpu_process
+from common.training.checkpoint import load_checkpoint
 from data.keypoints_io import (
     KEYPOINT_RCNN_DEFAULT_THRESHOLD,
     DetectorUnavailableError,

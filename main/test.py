@@ -13,12 +13,12 @@ from pathlib import Path
 
 import yaml
 
-from common.checkpoint import load_checkpoint
-from common.distributed import cleanup_distributed, init_distributed
-from common.engine import evaluate
 from common.errors import run_entry_point
-from common.metrics import format_table, write_results_json, write_samples_csv
+from common.evaluation.metrics import format_table, write_results_json, write_samples_csv
 from common.speed import inference_model, setup_cpu_process
+from common.training.checkpoint import load_checkpoint
+from common.training.distributed import cleanup_distributed, init_distributed
+from common.training.engine import evaluate
 from main.build import (
     build_body_model,
     build_gendered_body_models,

@@ -23,7 +23,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from common.checkpoint import (
+from common.errors import InputError, run_entry_point
+from common.evaluation.metrics import format_table, write_results_json, write_samples_csv
+from common.losses import JointContrastiveLoss
+from common.model.vposer import load_vposer_weights
+from common.renderer import overlay, render
+from common.speed import inference_model, setup_cpu_process
+from common.training.checkpoint import (
     FORMAT,
     LAST_NAME,
     load_checkpoint,
@@ -35,7 +41,7 @@ from common.checkpoint import (
     save_atomic,
     step_checkpoint_name,
 )
-from common.distributed import (
+from common.training.distributed import (
     EpochSampler,
     all_reduce_max,
     broadcast_buffers,
@@ -47,7 +53,7 @@ from common.distributed import (
     seed_worker,
     set_rng_state,
 )
-from common.engine import (
+from common.training.engine import (
     RunLogger,
     StopRequest,
     TrainingObjective,
@@ -57,12 +63,6 @@ from common.engine import (
     set_epoch_lr,
     train_one_epoch,
 )
-from common.errors import InputError, run_entry_point
-from common.losses import JointContrastiveLoss
-from common.metrics import format_table, write_results_json, write_samples_csv
-from common.renderer import overlay, render
-from common.speed import inference_model, setup_cpu_process
-from common.vposer import load_vposer_weights
 from data.registry import build_train_dataset
 from data.skip_unreadable import BadSampleCount, SkipUnreadable
 from main.build import (

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from common.joint_sets import COCO17, CROWDPOSE14, SMPL30
+from common.body.joint_sets import COCO17, CROWDPOSE14, SMPL30
 
 FOCAL = (300.0, 290.0)
 

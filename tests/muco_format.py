@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from common.body_model import NUM_JOINTS, NUM_VERTICES, SMPLLayer, joint_regressor_30
-from common.joint_sets import H36M17, MUCO21, SMPL30, SMPL30_FACE_VERTICES, SMPL_PARENTS, flip_pairs
+from common.body.body_model import NUM_JOINTS, NUM_VERTICES, SMPLLayer, joint_regressor_30
+from common.body.joint_sets import H36M17, MUCO21, SMPL30, SMPL30_FACE_VERTICES, SMPL_PARENTS, flip_pairs
 
 IMAGE_SIZE = (320, 240)  # width, height
 FOCAL = (300.0, 310.0)

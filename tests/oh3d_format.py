@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from common.joint_sets import COCO17, SMPL30
+from common.body.joint_sets import COCO17, SMPL30
 
 IMAGE_SIZE = (320, 240)
 FOCAL = (300.0, 300.0)

@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 import torch
 
+from common.body.joint_sets import COCO17, OPENPOSE18, SMPL30, map_joints
 from common.geometry import axis_angle_to_rotmat
-from common.joint_sets import COCO17, OPENPOSE18, SMPL30, map_joints
 
 IMAGE_SIZE = (320, 240)  # width, height
 FOCAL = (300.0, 310.0)

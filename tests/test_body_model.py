@@ -13,7 +13,7 @@ import scipy.sparse
 import torch
 from torch import nn
 
-from common.body_model import (
+from common.body.body_model import (
     BodyModelFileError,
     SMPLLayer,
     UnsafePickleError,

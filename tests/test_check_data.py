@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.vposer import VPoserV1
+from common.model.vposer import VPoserV1
 from embedded.mannequin import write_mannequin
 from tests.muco_format import symmetric_body_model, write_tiny_muco
 from tests.pw3d_format import toy_setup, write_tiny_pw3d

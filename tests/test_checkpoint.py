@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.checkpoint import (
+from common.training.checkpoint import (
     FORMAT,
     IGNORED_OFFICIAL_PREFIXES,
     LAST_NAME,
@@ -224,7 +224,7 @@ def test_save_atomic_reports_a_full_disk_and_keeps_the_previous_file(tmp_path):
     """A real failed write: the process may not write files larger than 200 kB (RLIMIT_FSIZE), as on a full disk."""
     script = (
         "import resource, signal, sys, torch\n"
-        "from common.checkpoint import save_atomic\n"
+        "from common.training.checkpoint import save_atomic\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))\n"
         "save_atomic({'a': torch.zeros(1_000_000)}, sys.argv[1])\n")

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from common.joint_sets import CROWDPOSE14, CROWDPOSE14_PELVIS, SMPL30
+from common.body.joint_sets import CROWDPOSE14, CROWDPOSE14_PELVIS, SMPL30
 from data.crowdpose import OFFICIAL_FLIP_PAIRS, CrowdPose
 from data.mscoco import MSCOCO
 from data.multiple_datasets import MultipleDatasets

@@ -12,11 +12,11 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from common.body_model import joint_regressor_30, load_regressor, load_smpl
+from common.body.body_model import joint_regressor_30, load_regressor, load_smpl
+from common.body.joint_sets import COCO17, SMPL30, map_joints
 from common.camera import default_image_camera
-from common.checkpoint import FORMAT, save_atomic, to_official_state_dict
-from common.joint_sets import COCO17, SMPL30, map_joints
 from common.renderer import amodal_masks, project, render
+from common.training.checkpoint import FORMAT, save_atomic, to_official_state_dict
 from data.keypoints_io import person_from_keypoints
 from data.preprocessing import patch_transform
 from data.pw3d import PW3D

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from common.checkpoint import save_atomic, to_official_state_dict
+from common.training.checkpoint import save_atomic, to_official_state_dict
 from embedded.mannequin import write_mannequin
 from main import demo
 from main.build import build_model
@@ -54,7 +54,7 @@ def test_video_demo_tracks_smooths_and_exports(clip_world, tmp_path):
     import smplx
     import trimesh
 
-    from common.video import video_info
+    from common.video.io import video_info
 
     w, out = clip_world, tmp_path / "out"
     code = demo.main(["--input", str(w["video"]), "--keypoints", str(w["keypoints"]), "--ckpt", str(w["ckpt"]),

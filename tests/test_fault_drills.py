@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.checkpoint import LAST_NAME, PARTIAL_SUFFIX, read_training_state, step_checkpoint_name
+from common.training.checkpoint import LAST_NAME, PARTIAL_SUFFIX, read_training_state, step_checkpoint_name
 from main import train as train_main
 from tests.tiny_world import tiny_overrides, write_tiny_world
 

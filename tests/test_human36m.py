@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.joint_sets import H36M17, SMPL30, SMPL30_FLIP_PAIRS
+from common.body.joint_sets import H36M17, SMPL30, SMPL30_FLIP_PAIRS
 from data.human36m import FILE_KINDS, Human36M, fit_to_camera
 from data.multiple_datasets import MultipleDatasets
 from data.preprocessing import AugConfig, flip_smpl_pose

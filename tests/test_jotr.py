@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from common.backbone import Pose2Feat, ResNetBackbone
+from common.model.backbone import Pose2Feat, ResNetBackbone
 from main.build import build_body_model, build_model
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.joint_sets import SMPL30_QUERY15_IDX
+from common.body.joint_sets import SMPL30_QUERY15_IDX
 from common.losses import (
     SUPERVISED_KEYS,
     AutomaticWeightedLoss,
@@ -14,7 +14,7 @@ from common.losses import (
     non_joint_cells,
     supervised_losses,
 )
-from common.transformer import sample_volume
+from common.model.transformer import sample_volume
 
 # ---------------------------------------------------------------------------------------------------------------
 # Supervised terms

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.body_model import SMPLLayer, load_regressor, load_smpl, load_smpl_pickle
-from common.joint_sets import H36M17, SMPL30, SMPL30_FACE_VERTICES, SMPL_PARENTS
+from common.body.body_model import SMPLLayer, load_regressor, load_smpl, load_smpl_pickle
+from common.body.joint_sets import H36M17, SMPL30, SMPL30_FACE_VERTICES, SMPL_PARENTS
 from embedded.mannequin import REST_JOINTS, SHAPE_DIRECTIONS, build_mannequin, write_mannequin
 
 J = {name: i for i, name in enumerate(SMPL30)}

@@ -9,8 +9,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from scipy.spatial.transform import Rotation
 
-from common.joint_sets import H36M_EVAL14_IDX, H36M_ROOT_IDX
-from common.metrics import (
+from common.body.joint_sets import H36M_EVAL14_IDX, H36M_ROOT_IDX
+from common.evaluation.metrics import (
     MetricAccumulator,
     format_table,
     mesh_metrics,

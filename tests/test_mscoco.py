@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.joint_sets import COCO17, SMPL30
+from common.body.joint_sets import COCO17, SMPL30
 from data.mscoco import MSCOCO
 from data.preprocessing import AugConfig
 from tests.coco_format import write_tiny_mscoco

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.body_model import joint_regressor_30, load_smpl
-from common.joint_sets import MUCO21, SMPL30
+from common.body.body_model import joint_regressor_30, load_smpl
+from common.body.joint_sets import MUCO21, SMPL30
 from data.muco import MuCo
 from tests.muco_format import FOCAL, PRINCPT, project, symmetric_body_model, write_tiny_muco
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.checkpoint import FORMAT, save_atomic
+from common.training.checkpoint import FORMAT, save_atomic
 from embedded.mannequin import write_mannequin
 from main import occlusion_map
 from main.build import build_model

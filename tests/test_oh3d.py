@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.engine import evaluate
-from common.joint_sets import COCO17, H36M_EVAL14_IDX, SMPL30
+from common.body.joint_sets import COCO17, H36M_EVAL14_IDX, SMPL30
+from common.training.engine import evaluate
 from data.oh3d import OH3D
 from data.registry import TEST_DATASETS, build_test_dataset
 from tests.muco_format import symmetric_body_model

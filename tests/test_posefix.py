@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from common.joint_sets import COCO17, MUCO21
+from common.body.joint_sets import COCO17, MUCO21
 from data.posefix import (
     ERROR_TABLE,
     ERROR_TYPES,

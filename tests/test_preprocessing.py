@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from common.joint_sets import SMPL30, SMPL30_FLIP_PAIRS
+from common.body.joint_sets import SMPL30, SMPL30_FLIP_PAIRS
 from data.preprocessing import (
     affine_points,
     apply_color_gains,

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from common.joint_sets import COCO17, OPENPOSE18, SMPL30
-from common.metrics import MetricAccumulator, mesh_metrics
-from data.pw3d import PW3D, pw3d_gt_meshes
+from common.body.body_model import gendered_meshes
+from common.body.joint_sets import COCO17, OPENPOSE18, SMPL30
+from common.evaluation.metrics import MetricAccumulator, mesh_metrics
+from data.pw3d import PW3D
 from tests.pw3d_format import HHRNET_CONFIDENCE, OPENPOSE_CONFIDENCE, toy_setup, write_tiny_pw3d
 
 VARIANT_FILES = {"3dpw": "3DPW_latest_test.json", "3dpw-crowd": "3DPW_latest_validation.json",
@@ -216,7 +217,7 @@ def test_gt_meshes_use_each_persons_gender(tiny):
     ds = _dataset(data_dir, "3dpw")
     anns, _ = _annotations(data_dir, "3DPW_latest_test.json")
     _, targets, meta = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
-    meshes = pw3d_gt_meshes(targets, models)
+    meshes = gendered_meshes(targets, models)
     assert meshes.shape == (4, 50, 3)
     for row, ann_id in enumerate(meta["ann_id"].tolist()):
         smpl = anns[ann_id]["smpl_param"]
@@ -224,7 +225,7 @@ def test_gt_meshes_use_each_persons_gender(tiny):
                                           for k in ("pose", "shape", "trans")))
         np.testing.assert_allclose(meshes[row].numpy(), direct[0].numpy(), atol=1e-6)
     with pytest.raises(KeyError, match="female"):
-        pw3d_gt_meshes(targets, {"male": models["male"]})
+        gendered_meshes(targets, {"male": models["male"]})
     # The per-item option gives the same meshes.
     per_item = _dataset(data_dir, "3dpw", smpl_fn_by_gender=models)
     np.testing.assert_allclose(per_item[2][1]["smpl_mesh_cam"].numpy(), meshes[2].numpy(), atol=1e-6)
@@ -237,11 +238,11 @@ def test_ground_truth_predictions_score_zero(tiny, variant):
     swapped = {"male": models["female"], "female": models["male"]}
     perfect, wrong = MetricAccumulator(expected_count=len(ds)), MetricAccumulator(expected_count=len(ds))
     for _, targets, meta in torch.utils.data.DataLoader(ds, batch_size=3):
-        gt = pw3d_gt_meshes(targets, models).double()
+        gt = gendered_meshes(targets, models).double()
         # The model's output convention: root-relative w.r.t. the J30 pelvis.
         pred = gt - (j30[0] @ gt)[:, None]
         perfect.add(mesh_metrics(pred, gt, h36m, j30[0]), meta["idx"])
-        other = pw3d_gt_meshes(targets, swapped).double()
+        other = gendered_meshes(targets, swapped).double()
         wrong.add(mesh_metrics(other - (j30[0] @ other)[:, None], gt, h36m, j30[0]), meta["idx"])
     summary = perfect.summary()
     assert summary["n"] == len(ds)
@@ -253,7 +254,7 @@ def test_ground_truth_predictions_score_zero(tiny, variant):
 def test_real_smpl_layer_ground_truth_scores_zero(random_body_model_dir, tmp_path):
     """The same round trip with the project's SMPL layer and regressors (a random SMPL-layout model; the
     fixture has only a neutral model, which here stands in for both genders)."""
-    from common.body_model import joint_regressor_30, load_regressor, load_smpl
+    from common.body.body_model import joint_regressor_30, load_regressor, load_smpl
 
     smpl = load_smpl(random_body_model_dir / "smpl", "neutral")
     models = {"male": smpl, "female": smpl}
@@ -268,7 +269,7 @@ def test_real_smpl_layer_ground_truth_scores_zero(random_body_model_dir, tmp_pat
     ds = _dataset(write_tiny_pw3d(tmp_path, joints_fn), "3dpw-oc")
     acc = MetricAccumulator(expected_count=len(ds))
     for _, targets, meta in torch.utils.data.DataLoader(ds, batch_size=2):
-        gt = pw3d_gt_meshes(targets, models).double()
+        gt = gendered_meshes(targets, models).double()
         assert gt.shape == (len(meta["idx"]), 6890, 3)
         acc.add(mesh_metrics(gt - (j30[0] @ gt)[:, None], gt, h36m, j30[0]), meta["idx"])
     # 1e-3 mm: the float32 regressors' rows sum to 1 only within ~1e-7, which leaves ~1e-4 mm of a 4 m translation.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from common.smoothing import OneEuroFilter, SmoothingSettings, SmplSmoother
+from common.video.smoothing import OneEuroFilter, SmoothingSettings, SmplSmoother
 
 FPS = 30.0
 T = 90

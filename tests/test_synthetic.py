@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from common.body_model import joint_regressor_30, load_smpl
-from common.joint_sets import COCO17, MUCO21, OPENPOSE18, SMPL30
+from common.body.body_model import joint_regressor_30, load_smpl
+from common.body.joint_sets import COCO17, MUCO21, OPENPOSE18, SMPL30
 from common.renderer import project, render
 from data.muco import MuCo
 from data.pw3d import PW3D
@@ -67,7 +67,8 @@ def test_the_3dpw_loader_reads_every_variant(tiny, variant):
     db = _load(out / "3DPW" / VARIANT_FILES[variant])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every person has usable input joints (no GT-box fallback warning)
-        ds = PW3D(out / "3DPW", variant)
+        # The generator writes HigherHRNet-format crowd detections; read them (the loader's default is OpenPose).
+        ds = PW3D(out / "3DPW", variant, crowd_pose_source="higherhrnet")
     assert len(ds) == len(db["annotations"]) > 0
     assert [s.ann_id for s in ds.samples] == [a["id"] for a in db["annotations"]]
     expected_source = "higherhrnet" if variant == "3dpw-crowd" else "openpose"
@@ -220,7 +221,7 @@ def test_images_look_like_scenes(tiny):
 
 
 def test_numpy_skinning_matches_the_smpl_layer(random_body_model_dir):
-    """Bodies.forward (numpy) against common.body_model.SMPLLayer, on a model with pose blend shapes."""
+    """Bodies.forward (numpy) against common.body.body_model.SMPLLayer, on a model with pose blend shapes."""
     extra = np.load(random_body_model_dir / "J_regressor_extra.npy")
     h36m = np.load(random_body_model_dir / "J_regressor_h36m_correct.npy")
     bodies = Bodies(random_body_model_dir / "smpl", extra, h36m, genders=("neutral",))

@@ -3,7 +3,7 @@ new people, and on a synthetic clip where one person walks behind another for th
 import numpy as np
 import pytest
 
-from common.tracking import Tracker, box_iou
+from common.video.tracking import Tracker, box_iou
 from data.keypoints_io import person_from_keypoints
 
 

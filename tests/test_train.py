@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.engine import NonFiniteLossError, train_one_epoch
+from common.training.engine import NonFiniteLossError, train_one_epoch
 from main import test as test_main
 from main import train as train_main
 from tests.tiny_world import assert_same_state, tiny_overrides, write_tiny_world
@@ -190,7 +190,7 @@ def test_mixed_precision_training_on_cpu(data_dir, tmp_path, amp):
 def test_training_on_the_official_mix_of_four_datasets(tmp_path):
     """The paper's data mix (spec 4.4: Human36M + MuCo, CrowdPose + MSCOCO) over tiny sets in their real formats,
     a few real training steps on the CPU."""
-    from common.body_model import joint_regressor_30, load_regressor, load_smpl
+    from common.body.body_model import joint_regressor_30, load_regressor, load_smpl
     from tests.coco_format import write_tiny_crowdpose, write_tiny_mscoco
     from tests.h36m_format import write_tiny_h36m
 
@@ -251,7 +251,7 @@ def test_linear_warmup_scales_the_first_steps_and_resumes_by_step():
 def test_optimizer_groups(paper_cfg):
     import dataclasses
 
-    from common.engine import TRANSFORMER_MODULES, TrainingObjective, build_optimizer
+    from common.training.engine import TRANSFORMER_MODULES, TrainingObjective, build_optimizer
     from main.build import build_model
 
     objective = TrainingObjective(build_model(dataclasses.replace(paper_cfg, resnet_type=18)))
@@ -274,7 +274,7 @@ def test_optimizer_groups(paper_cfg):
 def test_loss_multipliers_scale_their_terms_before_the_learned_weighting(paper_cfg):
     import dataclasses
 
-    from common.engine import TrainingObjective
+    from common.training.engine import TrainingObjective
     from main.build import build_model
     from tools.bench import random_batch
 
@@ -300,7 +300,7 @@ def test_loss_multipliers_scale_their_terms_before_the_learned_weighting(paper_c
 def test_resume_refuses_a_checkpoint_of_another_configuration(data_dir, tmp_path):
     import dataclasses
 
-    from common.checkpoint import FORMAT, save_atomic
+    from common.training.checkpoint import FORMAT, save_atomic
     from main.config import load_config
 
     overrides = tiny_overrides(data_dir, tmp_path, exp_name="run", testsets="[]", resume="auto")

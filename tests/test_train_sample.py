@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.body_model import joint_regressor_30, load_smpl
-from common.joint_sets import COCO17, MUCO21, SMPL30, flip_pairs
+from common.body.body_model import joint_regressor_30, load_smpl
+from common.body.joint_sets import COCO17, MUCO21, SMPL30, flip_pairs
 from data.posefix import ERROR_TYPES, UNTOUCHED
 from data.preprocessing import AugConfig
 from data.train_sample import SMPLFit, TrainSampleBuilder, input_pose_noise, read_rgb

@@ -1,8 +1,8 @@
-"""The transformer's CPU dropout (common/transformer.py): the distribution of F.dropout, at a lower cost."""
+"""The transformer's CPU dropout (common/model/transformer.py): the distribution of F.dropout, at a lower cost."""
 import pytest
 import torch
 
-from common.transformer import Attention, Dropout, drop_mask
+from common.model.transformer import Attention, Dropout, drop_mask
 
 
 def test_drop_mask_rate_and_independence():

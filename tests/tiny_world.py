@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.body_model import joint_regressor_30, load_regressor, load_smpl
+from common.body.body_model import joint_regressor_30, load_regressor, load_smpl
 from embedded.mannequin import write_mannequin
 from tests.muco_format import write_tiny_muco
 from tests.pw3d_format import write_tiny_pw3d

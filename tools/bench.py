@@ -35,7 +35,7 @@ Sections (one function each in SECTIONS; they run in that order, whatever the or
               one timed call = one pass over the set. Also the generator's own images/s (measure_speed, same
               thread limits). Real MuCo / 3DPW images are larger than the synthetic ones, so their JPEG decoding
               costs more than here.
-  eval        common.metrics.mesh_metrics on a batch of random meshes (the test batch size): samples/s.
+  eval        common.evaluation.metrics.mesh_metrics on a batch of random meshes (the test batch size): samples/s.
   checkpoint  the time to write (atomically, with fsync) and to read back a resumable training checkpoint of the
               model (weights, AdamW moments, loss weights, RNG states) in the folder of --output, and its size.
 
@@ -97,12 +97,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common.body_model import joint_regressor_30, load_smpl
-from common.engine import AMP_DTYPES, TrainingObjective, build_optimizer
+from common.body.body_model import joint_regressor_30, load_smpl
 from common.errors import run_entry_point
+from common.evaluation.metrics import mesh_metrics
 from common.losses import JointContrastiveLoss, supervised_losses
-from common.metrics import mesh_metrics
 from common.speed import compile_model, fuse_conv_bn, machine_kind, set_channels_last, setup_cpu_process
+from common.training.engine import AMP_DTYPES, TrainingObjective, build_optimizer
 from data.muco import MuCo
 from data.pw3d import PW3D
 from embedded.generate import generate, measure_speed
@@ -699,7 +699,7 @@ def bench_eval(cfg, args, device, done):
 def bench_checkpoint(cfg, args, device, done):
     """Write and read back a resumable training checkpoint of the configured model (main.train.save_training_state:
     model, AdamW moments, loss weights, RNG states) in the folder of --output, i.e. on the disk runs write to."""
-    from common.checkpoint import read_training_state
+    from common.training.checkpoint import read_training_state
     from main.train import numpy_free_rng_state, save_training_state
 
     torch.manual_seed(args.seed)

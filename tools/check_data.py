@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.body_model import (
+from common.body.body_model import (
     NUM_VERTICES,
     SMPLLayer,
     find_smpl_file,

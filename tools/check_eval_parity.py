@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.checkpoint import load_checkpoint
-from common.engine import to_device
+from common.body.body_model import gendered_meshes
 from common.speed import inference_model
-from data.pw3d import pw3d_gt_meshes
+from common.training.checkpoint import load_checkpoint
+from common.training.engine import to_device
 from data.registry import build_test_dataset
 from main.build import build_body_model, build_gendered_body_models, build_h36m_regressor, build_model
 from main.config import load_config
@@ -139,7 +139,7 @@ def loader_and_model_outputs(cfg, testset, crowd_pose_source, net, smpl_by_gende
     loader = torch.utils.data.DataLoader(dataset, batch_size=len(dataset), shuffle=False)
     inputs, targets, meta = to_device(next(iter(loader)), torch.device("cpu"))
     out = net(inputs["img"], inputs["joints"], inputs["joints_mask"], bbox=meta["bbox"])
-    gt_mesh = pw3d_gt_meshes(targets, smpl_by_gender).double()
+    gt_mesh = gendered_meshes(targets, smpl_by_gender).double()
     pred_mesh = out["smpl_mesh_cam"].double()
     reg = torch.as_tensor(h36m, dtype=torch.float64)
     return {

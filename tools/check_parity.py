@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.checkpoint import load_checkpoint, to_official_state_dict
 from common.errors import run_entry_point
 from common.geometry import axis_angle_to_rotmat
+from common.training.checkpoint import load_checkpoint, to_official_state_dict
 from main.build import build_model
 from main.config import Config
 from tools import parity_fixture

@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 
-from common.joint_sets import SMPL_PARENTS
+from common.body.joint_sets import SMPL_PARENTS
 
 NUM_VERTS, NUM_FACES, NUM_JOINTS = 6890, 13776, 24
 

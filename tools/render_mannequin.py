@@ -3,7 +3,7 @@
     .venv/bin/python -m tools.render_mannequin [--out assets/mannequin.png]
 
 The mannequin is written to a temporary directory and loaded back through the SMPL loader
-(common.body_model), exactly as the real SMPL files would be.
+(common.body.body_model), exactly as the real SMPL files would be.
 """
 import argparse
 import pathlib
@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from common.body_model import load_smpl
+from common.body.body_model import load_smpl
+from common.body.joint_sets import SMPL30
 from common.errors import run_entry_point
-from common.joint_sets import SMPL30
 from common.renderer import render, smpl_to_camera
 from embedded.mannequin import write_mannequin
 

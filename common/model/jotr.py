@@ -9,11 +9,11 @@ import math
 import torch
 from torch import nn
 
-from common.backbone import Pose2Feat, ResNetBackbone, gaussian_heatmaps
 from common.geometry import project_to_crop, rot6d_to_axis_angle, rot6d_to_rotmat, rotmat_to_axis_angle
-from common.position_encoding import sine_position_2d, sinusoid_table
-from common.transformer import Transformer, TransformerEncoder
-from common.vposer import VPoserV1
+from common.model.backbone import Pose2Feat, ResNetBackbone, gaussian_heatmaps
+from common.model.position_encoding import sine_position_2d, sinusoid_table
+from common.model.transformer import Transformer, TransformerEncoder
+from common.model.vposer import VPoserV1
 
 NUM_SMPL_TOKENS = 3  # pose, shape, camera
 NUM_QUERY_JOINTS = 15
@@ -43,9 +43,9 @@ class JOTR(nn.Module):
     """JOTR. Build it with `main.build.build_model(cfg)`; every argument here is a plain value.
 
     Args:
-        body_model: SMPL layer (common.body_model.SMPLLayer), gender neutral; maps pose (B, 72), betas (B, 10),
+        body_model: SMPL layer (common.body.body_model.SMPLLayer), gender neutral; maps pose (B, 72), betas (B, 10),
             translation (B, 3) to vertices (B, V, 3) in metres.
-        joint_regressor: (30, V) array, the SMPL-30 regressor (common.body_model.joint_regressor_30).
+        joint_regressor: (30, V) array, the SMPL-30 regressor (common.body.body_model.joint_regressor_30).
         resnet_type: ResNet depth of the backbone (18/34/50/101/152).
         input_img_shape: crop (H, W) in pixels. output_hm_shape: heatmap grid (D, H, W).
         sigma: input heatmap Gaussian std (heatmap pixels). focal, princpt: virtual crop camera (pixels).
@@ -56,7 +56,7 @@ class JOTR(nn.Module):
         backbone_init: 'official' (convs N(0, 0.001), spec 2.4) or 'kaiming' (torchvision's init), for training
             from scratch; irrelevant when weights are loaded.
         image_gate: scale the image features entering Pose2Feat by a learnable scalar that starts at 0 (not in the
-            paper; for short runs from scratch, common.backbone.Pose2Feat). Adds the key pose2feat.image_gate.
+            paper; for short runs from scratch, common.model.backbone.Pose2Feat). Adds the key pose2feat.image_gate.
     """
 
     def __init__(self, body_model, joint_regressor, *, resnet_type=50, input_img_shape=(256, 256),
@@ -76,7 +76,7 @@ class JOTR(nn.Module):
         self.camera_depth_scale = math.sqrt(focal[0] * focal[1] * camera_3d_size**2
                                             / (input_img_shape[0] * input_img_shape[1]))
 
-        # Model-level parameters (official names in common/checkpoint.py).
+        # Model-level parameters (official names in common/training/checkpoint.py).
         self.smpl_query_pos = nn.Parameter(torch.randn(NUM_SMPL_TOKENS, hidden_dim))
         self.depth_exponent = nn.Parameter(torch.tensor(3.0))
 

@@ -13,7 +13,7 @@ import tempfile
 import torch
 import torch.distributed as dist
 
-from common.joint_sets import H36M_EVAL14_IDX, H36M_ROOT_IDX
+from common.body.joint_sets import H36M_EVAL14_IDX, H36M_ROOT_IDX
 
 METRIC_NAMES = ("mpjpe", "pa_mpjpe", "mpvpe")
 
@@ -209,7 +209,8 @@ SAMPLE_COLUMNS = ("index", "ann_id", "img_path", "pose_source") + METRIC_NAMES
 def write_samples_csv(path, per_sample, describe):
     """Every person's metrics of one test set as CSV, one row per sample id in order: index (the sample id),
     ann_id, img_path, pose_source (from describe(sample id), e.g. data.pw3d.PW3D.describe) and mpjpe, pa_mpjpe,
-    mpvpe in millimetres. per_sample: {sample id: {metric: value}} (common.engine.evaluate's return_per_sample).
+    mpvpe in millimetres. per_sample: {sample id: {metric: value}} (common.training.engine.evaluate's
+    return_per_sample).
     Written atomically."""
     def write(f):
         writer = csv.DictWriter(f, fieldnames=SAMPLE_COLUMNS, extrasaction="ignore")

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from common.distributed import all_reduce_max
-from common.joint_sets import SMPL30_QUERY15_IDX as QUERY15_IDX
+from common.body.body_model import gendered_meshes
+from common.body.joint_sets import SMPL30_QUERY15_IDX as QUERY15_IDX
+from common.evaluation.metrics import MetricAccumulator, mesh_metrics
 from common.losses import SUPERVISED_KEYS, AutomaticWeightedLoss, supervised_losses
-from common.metrics import MetricAccumulator, mesh_metrics
 from common.speed import inference_model
-from data.pw3d import pw3d_gt_meshes
+from common.training.distributed import all_reduce_max
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -236,7 +236,7 @@ def evaluate(model, loader, *, smpl_by_gender, h36m_regressor, device, amp="off"
         inputs, targets, meta = to_device((inputs, targets, meta), device)
         with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             out = net(inputs["img"], inputs["joints"], inputs["joints_mask"], bbox=meta["bbox"])
-        gt_mesh = pw3d_gt_meshes(targets, smpl_by_gender)
+        gt_mesh = gendered_meshes(targets, smpl_by_gender)
         accumulator.add(mesh_metrics(out["smpl_mesh_cam"].float(), gt_mesh, h36m_regressor, root_regressor),
                         meta["idx"])
         for i in range(min(keep_samples - len(samples), len(inputs["img"]))):

@@ -23,13 +23,16 @@ import smplx
 import torch
 from torch import nn
 
+from common.body.joint_sets import HEAD_TOP_EXTRA_ROW, SMPL30_FACE_VERTICES
 from common.errors import UserError
-from common.joint_sets import HEAD_TOP_EXTRA_ROW, SMPL30_FACE_VERTICES
 
 NUM_VERTICES = 6890
 NUM_FACES = 13776
 NUM_JOINTS = 24
 NUM_BETAS = 10
+# Gender codes of batched targets (the 3DPW annotations' "gender" strings, as integers a DataLoader can collate).
+GENDER_CODES = {"neutral": 0, "male": 1, "female": 2}
+GENDER_NAMES = {code: name for name, code in GENDER_CODES.items()}
 
 SMPL_URL = "https://smpl.is.tue.mpg.de"
 SMPLIFY_URL = "https://smplify.is.tue.mpg.de"
@@ -372,3 +375,26 @@ class SMPLLayer(nn.Module):
 def load_smpl(smpl_dir, gender="neutral"):
     """SMPLLayer for the SMPL model of `gender` found in `smpl_dir` (see find_smpl_file)."""
     return SMPLLayer(load_smpl_pickle(find_smpl_file(smpl_dir, gender)), gender=gender)
+
+
+def gendered_meshes(targets, smpl_by_gender):
+    """Ground-truth meshes of a batch: the SMPL model of each person's annotated gender.
+
+    targets: batched targets with smpl_pose (B, 72), smpl_shape (B, 10), smpl_trans (B, 3), gender (B,) in
+    GENDER_CODES; smpl_by_gender: {'male': fn, 'female': fn[, 'neutral': fn]}, fn(pose (N, 72), betas (N, 10),
+    transl (N, 3)) -> vertices (N, V, 3) in metres (e.g. `load_smpl(smpl_dir, gender)`).
+    Returns (B, V, 3) vertices in metres, in the annotation's camera frame, on the models' device.
+    """
+    gender = torch.as_tensor(targets["gender"]).reshape(-1).cpu()
+    meshes = None
+    for code in torch.unique(gender).tolist():
+        name = GENDER_NAMES.get(code)
+        if name not in smpl_by_gender:
+            raise KeyError(f"gendered_meshes: batch has gender code {code} ({name}) but no body model for it; "
+                           f"models given: {sorted(smpl_by_gender)}")
+        rows = torch.nonzero(gender == code).reshape(-1)
+        verts = smpl_by_gender[name](*(targets[k][rows] for k in ("smpl_pose", "smpl_shape", "smpl_trans")))
+        if meshes is None:
+            meshes = verts.new_zeros((len(gender),) + tuple(verts.shape[1:]))
+        meshes[rows.to(verts.device)] = verts
+    return meshes

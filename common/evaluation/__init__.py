@@ -1,0 +1,1 @@
+"""The 3DPW evaluation metrics (spec 6): MPJPE, PA-MPJPE, MPVPE, their accumulation and the results files."""
