@@ -63,7 +63,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.body.body_model import BodyModelFileError
 from common.camera import default_image_camera, translation_crop_to_image
 from common.errors import UserError, run_entry_point
 from common.renderer import PALETTE, overlay, project, render
@@ -76,8 +75,6 @@ from common.video.tracking import DEFAULT_MAX_MISSING, Tracker
 from data.keypoints_io import (
     IMAGE_EXTENSIONS,
     KEYPOINT_RCNN_DEFAULT_THRESHOLD,
-    DetectorUnavailableError,
-    KeypointFileError,
     KeypointRCNNDetector,
     image_stem,
     person_from_keypoints,
@@ -85,7 +82,7 @@ from data.keypoints_io import (
 )
 from data.preprocessing import affine_points, generate_patch_image, to_heatmap_frame, trunc_mask
 from main.build import build_model, resolve_device
-from main.config import ConfigError, add_config_args, config_from_args
+from main.config import add_config_args, config_from_args
 
 DEFAULT_CKPT = "checkpoint/3dpw_best_ckpt.pth.tar"
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -618,12 +615,7 @@ def main(argv=None):
                              "(default obj)")
     add_config_args(parser)
     args = parser.parse_intermixed_args(argv)
-    try:
-        cfg = config_from_args(args)
-        run(args, cfg)
-    except (DemoError, DetectorUnavailableError, KeypointFileError, BodyModelFileError, ConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    run(args, config_from_args(args))
     return 0
 
 

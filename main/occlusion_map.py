@@ -19,26 +19,22 @@ errors (positions_y, positions_x, groups) mm, groups (names), top_left (position
 (0: not used).
 """
 import argparse
-import dataclasses
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from common.body.body_model import BodyModelFileError
 from common.body.joint_sets import SMPL30
+from common.errors import run_entry_point
 from common.speed import inference_model, setup_cpu_process
 from common.training.checkpoint import load_checkpoint
 from data.keypoints_io import (
     KEYPOINT_RCNN_DEFAULT_THRESHOLD,
-    DetectorUnavailableError,
-    KeypointFileError,
     KeypointRCNNDetector,
     read_keypoint_file,
 )
 from main.build import build_model, resolve_device
-from main.config import ConfigError, add_config_args, config_from_args
+from main.config import add_config_args, config_from_args
 from main.demo import (
     DEFAULT_CKPT,
     DemoError,
@@ -150,7 +146,7 @@ def run(args, cfg):
     ckpt = Path(args.ckpt)
     if not ckpt.is_file():
         raise DemoError(missing_checkpoint_message(ckpt))
-    device = resolve_device(args.device or cfg.device)
+    device = resolve_device(cfg.device)
     setup_cpu_process(cfg.reuse_cpu_memory)
     frame = Frame(Path(args.input).stem, image)
     if args.keypoints:
@@ -198,21 +194,13 @@ def main(argv=None):
     parser.add_argument("--drop-occluded-joints", action="store_true",
                         help="also remove the 2D joints under the patch from the input")
     parser.add_argument("--out", help="output PNG (default <output_dir>/occlusion_map/<stem>_person<k>.png)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: the config's device)")
     parser.add_argument("--det-threshold", type=float, default=KEYPOINT_RCNN_DEFAULT_THRESHOLD,
                         help="Keypoint R-CNN person score threshold")
     add_config_args(parser)
     args = parser.parse_intermixed_args(argv)
-    try:
-        cfg = config_from_args(args)
-        if args.device:
-            cfg = dataclasses.replace(cfg, device=args.device)
-        run(args, cfg)
-    except (DemoError, DetectorUnavailableError, KeypointFileError, BodyModelFileError, ConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    run(args, config_from_args(args))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry_point(main)

@@ -15,6 +15,7 @@ from scipy.spatial.transform import Rotation
 from common.body.body_model import joint_regressor_30, load_regressor, load_smpl
 from common.body.joint_sets import COCO17, SMPL30, map_joints
 from common.camera import default_image_camera
+from common.errors import run_entry_point
 from common.renderer import amodal_masks, project, render
 from common.training.checkpoint import FORMAT, save_atomic, to_official_state_dict
 from data.keypoints_io import person_from_keypoints
@@ -38,6 +39,13 @@ BACKGROUND = 128
 # (body pose from tools.render_mannequin.demo_poses, yaw in degrees, SMPL translation in the image camera, m).
 PEOPLE = ((1, 25.0, (-0.3, 0.15, 4.0)), (2, -15.0, (0.05, 0.25, 5.5)))
 
+
+
+def exit_status(main, argv):
+    """The status a user sees: main run as its `python -m` entry point (user errors end with status 2)."""
+    with pytest.raises(SystemExit) as stop:
+        run_entry_point(main, argv)
+    return stop.value.code
 
 def _camera_pose(body_index, yaw):
     """SMPL pose (72,) in the camera frame: the body turned by `yaw` about its vertical axis, then flipped from
@@ -320,8 +328,8 @@ def test_offline_without_keypoints_exits_with_instructions(world, tmp_path, monk
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(torchvision.models.detection, "keypointrcnn_resnet50_fpn", no_network)
-    code = demo.main(["--input", str(world["image_path"]), "--ckpt", str(world["ckpt"]), "--out", str(tmp_path),
-                      *world["overrides"]])
+    code = exit_status(demo.main, ["--input", str(world["image_path"]), "--ckpt", str(world["ckpt"]), "--out",
+                                   str(tmp_path), *world["overrides"]])
     assert code == 2
     message = capsys.readouterr().err
     assert "--keypoints" in message and "OpenPose" in message and "TORCH_HOME" in message
@@ -330,7 +338,7 @@ def test_offline_without_keypoints_exits_with_instructions(world, tmp_path, monk
 
 def test_clear_errors(world, tmp_path, capsys):
     base = ["--input", str(world["image_path"]), "--keypoints", str(world["keypoints"]), *world["overrides"]]
-    assert demo.main([*base, "--ckpt", str(tmp_path / "nope.pth.tar")]) == 2
+    assert exit_status(demo.main, [*base, "--ckpt", str(tmp_path / "nope.pth.tar")]) == 2
     message = capsys.readouterr().err
     assert "nope.pth.tar" in message and "checkpoint/" in message and "JOTR README" in message
 
@@ -340,14 +348,14 @@ def test_clear_errors(world, tmp_path, capsys):
     folder.mkdir()
     for name in ("a.png", "b.png"):
         cv2.imwrite(str(folder / name), np.zeros((8, 8, 3), np.uint8))
-    code = demo.main(["--input", str(folder), "--keypoints", str(other), "--ckpt", str(world["ckpt"]),
-                      *world["overrides"]])
+    code = exit_status(demo.main, ["--input", str(folder), "--keypoints", str(other), "--ckpt", str(world["ckpt"]),
+                                   *world["overrides"]])
     assert code == 2 and "someone_else.png" in capsys.readouterr().err
 
-    assert demo.main(["--input", str(tmp_path / "missing.jpg"), "--ckpt", str(world["ckpt"])]) == 2
+    assert exit_status(demo.main, ["--input", str(tmp_path / "missing.jpg"), "--ckpt", str(world["ckpt"])]) == 2
     assert "missing.jpg" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("x")
-    assert demo.main(["--input", str(tmp_path / "notes.txt"), "--ckpt", str(world["ckpt"])]) == 2
+    assert exit_status(demo.main, ["--input", str(tmp_path / "notes.txt"), "--ckpt", str(world["ckpt"])]) == 2
     assert "unsupported file type" in capsys.readouterr().err
 
 

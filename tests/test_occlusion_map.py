@@ -7,11 +7,19 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import run_entry_point
 from common.training.checkpoint import FORMAT, save_atomic
 from embedded.mannequin import write_mannequin
 from main import occlusion_map
 from main.build import build_model
 from main.config import load_config
+
+
+def exit_status(main, argv):
+    """The status a user sees: main run as its `python -m` entry point (user errors end with status 2)."""
+    with pytest.raises(SystemExit) as stop:
+        run_entry_point(main, argv)
+    return stop.value.code
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +71,7 @@ def test_occlusion_map_writes_the_picture_and_the_error_grid(scene, tmp_path):
 def test_occlusion_map_clear_errors(scene, tmp_path, capsys):
     base = ["--input", str(scene["image"]), "--keypoints", str(scene["keypoints"]), "--cfg", "embedded",
             *scene["overrides"]]
-    assert occlusion_map.main([*base, "--ckpt", str(tmp_path / "none.pth.tar")]) == 2
+    assert exit_status(occlusion_map.main, [*base, "--ckpt", str(tmp_path / "none.pth.tar")]) == 2
     assert "none.pth.tar" in capsys.readouterr().err
-    assert occlusion_map.main([*base, "--ckpt", str(scene["ckpt"]), "--person", "7"]) == 2
+    assert exit_status(occlusion_map.main, [*base, "--ckpt", str(scene["ckpt"]), "--person", "7"]) == 2
     assert "--person 7" in capsys.readouterr().err
