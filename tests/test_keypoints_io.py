@@ -32,7 +32,7 @@ def tiny_pw3d(tmp_path_factory):
     data_dir = Path(write_tiny_pw3d(tmp_path_factory.mktemp("pw3d"), toy_setup()[3]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one person of the test split has no detection
-        return data_dir, PW3D(data_dir, "3dpw"), PW3D(data_dir, "3dpw-crowd")
+        return data_dir, PW3D(data_dir, "3dpw"), PW3D(data_dir, "3dpw-crowd", crowd_pose_source="higherhrnet")
 
 
 def _annotations(path):

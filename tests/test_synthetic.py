@@ -73,7 +73,7 @@ def test_the_3dpw_loader_reads_every_variant(tiny, variant):
     db = _load(out / "3DPW" / VARIANT_FILES[variant])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every person has usable input joints (no GT-box fallback warning)
-        ds = PW3D(out / "3DPW", variant)
+        ds = PW3D(out / "3DPW", variant, crowd_pose_source="higherhrnet")
     assert len(ds) == len(db["annotations"]) > 0
     assert [s.ann_id for s in ds.samples] == [a["id"] for a in db["annotations"]]
     expected_source = "higherhrnet" if variant == "3dpw-crowd" else "openpose"
