@@ -482,7 +482,7 @@ def run_demo(model, frames, people_per_frame, out_dir, *, device=None, batch_siz
     out_dir.mkdir(parents=True, exist_ok=True)
     if device is None:
         device = next(iter(model.parameters()), torch.empty(0)).device
-    model = inference_model(model.eval())  # BN folded into the convolutions (common/speed.py)
+    model = inference_model(model.eval())  # BN folded into the convolutions (common/speed/fusion.py)
     if callable(people_per_frame):
         people_for = people_per_frame
     else:
