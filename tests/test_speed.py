@@ -144,3 +144,12 @@ def test_reused_cpu_memory_is_not_page_faulted_again():
     if "[always]" not in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text():
         # The default: each freed block went back to the kernel, and 3 x 128 MiB of 4 KiB pages are faulted in again.
         assert faults >= 3 * 32768 * 0.9
+
+
+def test_inference_model_without_fusion_is_the_plain_model(trained_bn_model):
+    from common.speed import inference_model
+
+    assert inference_model(trained_bn_model, fuse=False) is trained_bn_model
+    fused = inference_model(trained_bn_model)
+    assert fused is not trained_bn_model and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trained_bn_model.modules())  # the original is untouched
