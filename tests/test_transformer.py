@@ -2,7 +2,6 @@
 lower cost, with the same module layout."""
 import pytest
 import torch
-
 from torch import nn
 
 from common.model.transformer import Attention
@@ -37,7 +36,8 @@ def test_dropout_module_scales_kept_values_and_is_identity_in_eval():
 
 def test_attention_training_path_matches_the_fused_kernel():
     torch.manual_seed(2)
-    attention = use_fast_cpu_dropout(Attention(32, 4, dropout=1e-9))  # trains through the explicit path; rounds to no dropped weights
+    # Trains through the explicit path; p rounds to no dropped weights.
+    attention = use_fast_cpu_dropout(Attention(32, 4, dropout=1e-9))
     q, kv = torch.randn(2, 7, 32), torch.randn(2, 11, 32)
     explicit = attention.train()(q, kv, kv)
     fused = attention.eval()(q, kv, kv)
