@@ -141,7 +141,7 @@ def draw_overlays(model, cfg, out_dir, device):
                         image=read_image(pw3d / "imageFiles" / img["sequence"] / img["file_name"]))
                   for img in images]
         summaries = run_demo(model, frames, people_from_keypoint_file(keypoints), out_dir / ann_file.split(".")[0],
-                             device=device, progress=False)
+                             device=device, progress=False, fast_inference=cfg.fast_inference)
         written += [s["overlay"] for s in summaries]
     return written
 

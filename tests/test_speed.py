@@ -1,4 +1,4 @@
-"""The speed switches (common/speed.py) must not change what the model computes, and the process settings must do
+"""The speed switches (common/speed/) must not change what the model computes, and the process settings must do
 what they say."""
 import platform
 import subprocess
