@@ -141,7 +141,7 @@ def draw_overlays(model, cfg, out_dir, device):
                         image=read_image(pw3d / "imageFiles" / img["sequence"] / img["file_name"]))
                   for img in images]
         summaries = run_demo(model, frames, people_from_keypoint_file(keypoints), out_dir / ann_file.split(".")[0],
-                             device=device, progress=False)
+                             device=device, progress=False, fast_inference=cfg.fast_inference)
         written += [s["overlay"] for s in summaries]
     return written
 
@@ -209,7 +209,7 @@ def main(argv=None):
     if gate is not None:
         log(f"image gate after training: {gate:+.4f} (the image features enter Pose2Feat times this; "
             "it starts at 0)")
-    model = inference_model(model)  # folded once for every test set and the overlays
+    model = inference_model(model, fuse=cfg.fast_inference)  # folded once for every test set and the overlays
     fill = mean_training_colour(cfg.data_dir)
     blanked = BlankedImage(model, fill).to(device).eval()
     baseline = training_baseline(cfg, body_model, build_joint_regressor(cfg, body_model)).to(device)
@@ -224,7 +224,8 @@ def main(argv=None):
             label_start = time.perf_counter()
             summary, _ = evaluate(net, test_set.loader, smpl_by_gender=smpl_by_gender,
                                   h36m_regressor=test_set.h36m_regressor, device=device,
-                                  expected_count=test_set.size, desc=f"{name} {label}", amp=cfg.amp)
+                                  expected_count=test_set.size, desc=f"{name} {label}", amp=cfg.amp,
+                                  fast_inference=cfg.fast_inference)
             scores[label] = {k: float(v) if k != "n" else int(v) for k, v in summary.items()}
             evaluation_seconds[label] += time.perf_counter() - label_start
         results[name] = scores

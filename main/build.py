@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 
 from common.body.body_model import joint_regressor_30, load_regressor, load_smpl
 from common.model.jotr import JOTR
-from common.speed import set_channels_last
+from common.speed import set_channels_last, use_fast_cpu_dropout
 from common.training.distributed import ShardSampler, seed_worker
 from data.registry import build_test_dataset
 
@@ -52,6 +52,8 @@ def build_model(cfg, body_model=None):
         pose_head=cfg.pose_head, input_joint_mask_prob=cfg.input_joint_mask_prob, render=cfg.render,
         backbone_init=cfg.backbone_init, image_gate=cfg.image_gate,
     )
+    if cfg.fast_cpu_dropout:
+        use_fast_cpu_dropout(model)
     return set_channels_last(model, cfg.channels_last)
 
 

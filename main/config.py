@@ -139,11 +139,16 @@ class Config:
     # Mixed precision: 'off' | 'bf16' | 'fp16'. The official runs used fp16 autocast on GPUs; 'off' keeps CPU
     # runs exact. fp16 uses a GradScaler with dynamic scaling (the official reset the scale every step, spec 7.7).
     amp: str = "off"
-    # Speed switches (common/speed.py; `python -m tools.bench` measures each): NHWC memory layout for the CNN
+    # Speed switches (common/speed/; `python -m tools.bench` measures each): NHWC memory layout for the CNN
     # parts in training and inference, and torch.compile for evaluation and the demo (compiles for minutes first).
     channels_last: bool = True
+    # BN folded into the convolutions and fused residual convolutions for evaluation and the demo (common.speed.fusion);
+    # false evaluates the plain model.
+    fast_inference: bool = True
+    # Training dropout with a cheaper CPU random mask (common.speed.dropout); false: nn.Dropout, PyTorch attention.
+    fast_cpu_dropout: bool = True
     compile: bool = False
-    # CPU processes keep freed memory for reuse instead of returning it to the kernel (common/speed.py
+    # CPU processes keep freed memory for reuse instead of returning it to the kernel (common/speed/process.py
     # keep_freed_memory; Linux/glibc): large activations are then not page-faulted in again at every step. The
     # process keeps its peak memory; turn it off to give memory back between steps.
     reuse_cpu_memory: bool = True

@@ -455,7 +455,7 @@ class PeopleOverTime:
 
 def run_demo(model, frames, people_per_frame, out_dir, *, device=None, batch_size=DEFAULT_BATCH_SIZE, focal=None,
              side_view=False, video_path=None, fps=DEFAULT_VIDEO_FPS, num_frames=None, progress=True, track=False,
-             smoothing=None, max_missing=DEFAULT_MAX_MISSING, mesh_formats=("obj",)):
+             smoothing=None, max_missing=DEFAULT_MAX_MISSING, mesh_formats=("obj",), fast_inference=True):
     """JOTR on every person of every frame; writes the outputs listed in the module docstring.
 
     model: a JOTR (common.model.jotr), put in eval mode here; its crop camera (focal, princpt, input_img_shape,
@@ -479,7 +479,8 @@ def run_demo(model, frames, people_per_frame, out_dir, *, device=None, batch_siz
     out_dir.mkdir(parents=True, exist_ok=True)
     if device is None:
         device = next(iter(model.parameters()), torch.empty(0)).device
-    model = inference_model(model.eval())  # BN folded into the convolutions (common/speed.py)
+    # With fast_inference, BN folded into the convolutions (common/speed/fusion.py).
+    model = inference_model(model.eval(), fuse=fast_inference)
     if callable(people_per_frame):
         people_for = people_per_frame
     else:
@@ -580,6 +581,7 @@ def run(args, cfg):
     out_dir = Path(args.out) if args.out else Path(cfg.output_dir) / "demo" / media.stem
     video_path = out_dir / f"{media.stem}_overlay.mp4" if media.kind == "video" else None
     summaries = run_demo(model, media, people_for, out_dir, device=device, batch_size=args.batch_size,
+                         fast_inference=cfg.fast_inference,
                          focal=args.focal, side_view=args.side_view, video_path=video_path,
                          fps=media.fps or DEFAULT_VIDEO_FPS, num_frames=len(media) or None, track=track,
                          smoothing=SmoothingSettings() if smooth else None, max_missing=args.max_missing,

@@ -158,7 +158,7 @@ def run(args, cfg):
                         f"(numbered 0.. in the order of {'--keypoints' if args.keypoints else 'the detector'})")
     model = build_model(cfg)
     load_checkpoint(model, ckpt)
-    model = inference_model(model.to(device).eval())
+    model = inference_model(model.to(device).eval(), fuse=cfg.fast_inference)
     prepared = prepare_person(image, people[args.person], model.input_img_shape, model.output_hm_shape)
     crop_size = prepared["img"].shape[1:]
     patch = int(round(args.patch * min(crop_size))) if args.patch <= 1 else int(args.patch)

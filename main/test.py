@@ -55,11 +55,13 @@ def run(cfg, args):
         path = checkpoint_for(name, args)
         if path != loaded:
             load_checkpoint(model, path)
-            net = inference_model(model, cfg.compile)  # folded once per checkpoint, not per test set
+            # Folded once per checkpoint, not per test set.
+            net = inference_model(model, cfg.compile, fuse=cfg.fast_inference)
             loaded = path
         results[name], _, per_person[name] = evaluate(
             net, test_set.loader, smpl_by_gender=smpl_by_gender, h36m_regressor=test_set.h36m_regressor,
-            device=world.device, amp=cfg.amp, expected_count=test_set.size, progress=world.is_main,
+            device=world.device, amp=cfg.amp, fast_inference=cfg.fast_inference, expected_count=test_set.size,
+            progress=world.is_main,
             desc=f"eval {name}", return_per_sample=True)
         results[name].update(test_set.loader.dataset.report(), checkpoint=str(path))
     if world.is_main:

@@ -81,11 +81,13 @@ from main.preflight import check_training_files
 def run_evaluation(model, test_sets, smpl_by_gender, cfg, world, logger, step, best, checkpoint_dir, run_dir):
     """Evaluate every test set, update the per-set best checkpoints, log and write the results."""
     results = {}
-    net = inference_model(model, cfg.compile)  # one folded (and optionally compiled) copy for every test set
+    # One folded (and optionally compiled) copy for every test set.
+    net = inference_model(model, cfg.compile, fuse=cfg.fast_inference)
     for name, test_set in test_sets.items():
         summary, samples, per_sample = evaluate(
             net, test_set.loader, smpl_by_gender=smpl_by_gender, h36m_regressor=test_set.h36m_regressor,
-            device=world.device, amp=cfg.amp, expected_count=test_set.size, progress=world.is_main,
+            device=world.device, amp=cfg.amp, fast_inference=cfg.fast_inference, expected_count=test_set.size,
+            progress=world.is_main,
             desc=f"eval {name}", keep_samples=4 if world.is_main else 0, return_per_sample=True)
         results[name] = summary | test_set.loader.dataset.report()
         if world.is_main:  # the latest evaluation's per-person metrics

@@ -1,4 +1,4 @@
-"""The speed switches (common/speed.py) must not change what the model computes, and the process settings must do
+"""The speed switches (common/speed/) must not change what the model computes, and the process settings must do
 what they say."""
 import platform
 import subprocess
@@ -58,7 +58,7 @@ def test_channels_last_computes_the_same_and_keeps_the_checkpoint_layout(trained
     assert_same_outputs(reference, fast, atol=1e-4)
 
 
-def test_fused_batchnorm_computes_the_same_in_eval_and_refuses_training(paper_cfg, trained_bn_model):
+def test_fused_batchnorm_computes_the_same_in_eval(paper_cfg, trained_bn_model):
     img, joints, mask = random_inputs(2, seed=1)
     fused = build_model(paper_cfg)
     fused.load_state_dict(trained_bn_model.state_dict())
@@ -66,8 +66,6 @@ def test_fused_batchnorm_computes_the_same_in_eval_and_refuses_training(paper_cf
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     with torch.no_grad():
         assert_same_outputs(trained_bn_model(img, joints, mask), fused(img, joints, mask), atol=1e-4)
-    with pytest.raises(RuntimeError, match="fuse_conv_bn"):
-        fused.train()
 
 
 def test_fusing_needs_eval_mode(paper_cfg):
@@ -146,3 +144,12 @@ def test_reused_cpu_memory_is_not_page_faulted_again():
     if "[always]" not in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text():
         # The default: each freed block went back to the kernel, and 3 x 128 MiB of 4 KiB pages are faulted in again.
         assert faults >= 3 * 32768 * 0.9
+
+
+def test_inference_model_without_fusion_is_the_plain_model(trained_bn_model):
+    from common.speed import inference_model
+
+    assert inference_model(trained_bn_model, fuse=False) is trained_bn_model
+    fused = inference_model(trained_bn_model)
+    assert fused is not trained_bn_model and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trained_bn_model.modules())  # the original is untouched

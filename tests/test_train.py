@@ -337,3 +337,18 @@ def test_save_every_minutes_writes_step_checkpoints_and_keeps_the_newest(data_di
     # 4 steps per epoch: steps 1-3 get step checkpoints (the oldest rotated out), step 4 is the epoch's last.pth.tar.
     assert sorted(p.name for p in folder.glob("step_*")) == ["step_00000002.pth.tar", "step_00000003.pth.tar"]
     assert load(folder / "step_00000003.pth.tar")["step"] == 3 and load(folder / "last.pth.tar")["step"] == 4
+
+
+@pytest.mark.slow
+def test_fast_inference_off_evaluates_the_plain_model_to_the_same_metrics(data_dir, tmp_path):
+    overrides = tiny_overrides(data_dir, tmp_path, total_steps=1, exp_name="run", testsets="[3dpw]")
+    assert train_main.main(overrides) == 0
+    ckpt = str(tmp_path / "run" / "checkpoint" / "last.pth.tar")
+    results = {}
+    for fast in (True, False):
+        out = tmp_path / f"eval_{fast}.json"
+        assert test_main.main(["--ckpt", ckpt, "--out", str(out)] + overrides + [f"fast_inference={fast}"]) == 0
+        results[fast] = json.loads(out.read_text())["3dpw"]
+    assert results[True]["n"] == results[False]["n"] == 4
+    for metric in ("mpjpe", "pa_mpjpe", "mpvpe"):  # BN folding changes float32 rounding only
+        assert results[False][metric] == pytest.approx(results[True][metric], rel=1e-5, abs=1e-3)

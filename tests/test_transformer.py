@@ -1,8 +1,11 @@
-"""The transformer's CPU dropout (common/model/transformer.py): the distribution of F.dropout, at a lower cost."""
+"""The fast CPU dropout (common/speed/dropout.py) installed on the transformer: the distribution of F.dropout, at a
+lower cost, with the same module layout."""
 import pytest
 import torch
+from torch import nn
 
-from common.model.transformer import Attention, Dropout, drop_mask
+from common.model.transformer import Attention
+from common.speed.dropout import Dropout, attend, drop_mask, use_fast_cpu_dropout
 
 
 def test_drop_mask_rate_and_independence():
@@ -33,7 +36,8 @@ def test_dropout_module_scales_kept_values_and_is_identity_in_eval():
 
 def test_attention_training_path_matches_the_fused_kernel():
     torch.manual_seed(2)
-    attention = Attention(32, 4, dropout=1e-9)  # trains through the explicit path; rounds to no dropped weights
+    # Trains through the explicit path; p rounds to no dropped weights.
+    attention = use_fast_cpu_dropout(Attention(32, 4, dropout=1e-9))
     q, kv = torch.randn(2, 7, 32), torch.randn(2, 11, 32)
     explicit = attention.train()(q, kv, kv)
     fused = attention.eval()(q, kv, kv)
@@ -43,7 +47,7 @@ def test_attention_training_path_matches_the_fused_kernel():
 @pytest.mark.slow
 def test_attention_dropout_keeps_the_expected_output():
     torch.manual_seed(3)
-    attention = Attention(16, 2, dropout=0.5).train()
+    attention = use_fast_cpu_dropout(Attention(16, 2, dropout=0.5)).train()
     q, kv = torch.randn(1, 3, 16), torch.randn(1, 5, 16)
     with torch.no_grad():
         runs = torch.stack([attention(q, kv, kv) for _ in range(4000)])
@@ -51,3 +55,12 @@ def test_attention_dropout_keeps_the_expected_output():
     # Inverted dropout: the mean over masks is the output without dropout (the output projection is linear).
     torch.testing.assert_close(runs.mean(0), reference, atol=0.03, rtol=0.0)
     assert runs.std(0).mean() > 0.05  # and the masks do vary
+
+
+def test_fast_dropout_is_installed_from_outside_with_the_same_state():
+    layers = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.3), Attention(4, 2, dropout=0.3))
+    keys = list(layers.state_dict())
+    assert layers[2].attend is torch.nn.functional.scaled_dot_product_attention  # the plain model
+    use_fast_cpu_dropout(layers)
+    assert type(layers[1]) is Dropout and layers[1].p == 0.3 and layers[2].attend is attend
+    assert list(layers.state_dict()) == keys

@@ -127,14 +127,8 @@ class JOTR(nn.Module):
         self.register_buffer("image_pos", sine_position_2d(feat_h, feat_w, hidden_dim // 2), persistent=False)
         self.register_buffer("joint_regressor", torch.as_tensor(joint_regressor, dtype=torch.float32),
                              persistent=False)
-        # Speed switches (common/speed.py): NHWC convolutions, and BN folded into the convs for inference.
-        self.channels_last = False
-        self.fused_for_inference = False
 
     def train(self, mode=True):
-        if mode and self.fused_for_inference:
-            raise RuntimeError("this model's BatchNorms were folded into its convolutions for inference "
-                               "(common.speed.fuse_conv_bn); train an unfused copy")
         super().train(mode)
         if self.vposer is not None:
             self.vposer.eval()  # the official model keeps VPoser in eval mode even while training
@@ -170,9 +164,6 @@ class JOTR(nn.Module):
                 keep = torch.rand(joints_mask.shape, device=img.device) >= self.input_joint_mask_prob
                 joints_mask = joints_mask * keep
             heatmaps = gaussian_heatmaps(joints_xy, joints_mask, self.hm_grid_y, self.hm_grid_x, self.sigma)
-        if self.channels_last:
-            img = img.contiguous(memory_format=torch.channels_last)
-            heatmaps = heatmaps.contiguous(memory_format=torch.channels_last)
 
         stem = self.backbone.stem(img)
         fused = self.pose2feat(stem, heatmaps)

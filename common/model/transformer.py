@@ -4,41 +4,11 @@ Tensors are batch-first here, (B, L, C); the official code is sequence-first, wh
 comparing intermediates. Parameter names (self_attn.in_proj_weight, linear1, norm1, ...) follow
 torch.nn.MultiheadAttention / DETR so official checkpoints load without renaming inside layers.
 """
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common.geometry import inverse_sigmoid
-
-
-def drop_mask(shape, p, device):
-    """A dropout mask (bool, `shape`, True = dropped): each element dropped with probability p (rounded to a
-    multiple of 1/65536), independently. On the CPU, random numbers dominate the cost of dropout (torch.rand and
-    bernoulli_ spend one Mersenne-Twister draw per element); this cuts each 64-bit draw into four 16-bit ones."""
-    if p >= 1:
-        return torch.ones(shape, dtype=torch.bool, device=device)  # 32768 does not fit the int16 comparison below
-    n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
-    quarters = words.view(torch.int16)[:n]  # each uniform over [-32768, 32767]
-    return (quarters < round(p * 65536) - 32768).reshape(shape)
-
-
-def dropout(x, p, training):
-    """F.dropout (kept elements scaled by 1 / (1 - p) in training), with `drop_mask` on the CPU."""
-    if not training or p == 0:
-        return x
-    if x.device.type != "cpu":
-        return F.dropout(x, p, True)
-    return x.masked_fill(drop_mask(x.shape, p, x.device), 0.0).mul_(1.0 / (1.0 - p))
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout (same name and state, none) computed by `dropout`."""
-
-    def forward(self, x):
-        return dropout(x, self.p, self.training)
 
 
 class Attention(nn.Module):
@@ -53,6 +23,7 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
+        self.attend = F.scaled_dot_product_attention  # (q, k, v, dropout_p) -> attention output
 
     def forward(self, query, key, value):
         """query (B, Lq, C), key/value (B, Lk, C) -> (B, Lq, C)."""
@@ -64,15 +35,7 @@ class Attention(nn.Module):
             return F.linear(x, w, b).reshape(batch, x.shape[1], heads, -1).transpose(1, 2)
 
         q, k, v = split(query, w_q, b_q), split(key, w_k, b_k), split(value, w_v, b_v)
-        if self.training and self.dropout > 0 and q.device.type == "cpu":
-            # With dropout, PyTorch's CPU attention falls back to its unfused path and draws the mask element by
-            # element (12x the fused kernel's time for the voxel encoder's 512 tokens); the same computation with
-            # the cheaper mask of `drop_mask`.
-            weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
-            weights = weights.masked_fill(drop_mask(weights.shape, self.dropout, weights.device), 0.0)
-            out = (weights @ v) * (1.0 / (1.0 - self.dropout))  # the 1 / (1 - p) on the 16x smaller output
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        out = self.attend(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(batch, query.shape[1], -1))
 
 
@@ -86,7 +49,7 @@ class EncoderLayer(nn.Module):
         self.linear2 = nn.Linear(dim_feedforward, dim)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, src, pos):
         q = k = src + pos
@@ -120,7 +83,7 @@ class DecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, tgt, memory, memory_pos, query_pos):
         q = k = tgt + query_pos

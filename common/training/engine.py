@@ -209,8 +209,8 @@ def train_one_epoch(objective, loader, optimizer, scaler, *, device, step, amp="
 
 
 @torch.no_grad()
-def evaluate(model, loader, *, smpl_by_gender, h36m_regressor, device, amp="off", expected_count=None,
-             progress=True, desc="eval", keep_samples=0, return_per_sample=False):
+def evaluate(model, loader, *, smpl_by_gender, h36m_regressor, device, amp="off", fast_inference=True,
+             expected_count=None, progress=True, desc="eval", keep_samples=0, return_per_sample=False):
     """The 3DPW protocol (spec 6) over one test set.
 
     model: the bare network (not DDP-wrapped); loader: a PW3D-style loader whose meta carries the sample id
@@ -223,11 +223,11 @@ def evaluate(model, loader, *, smpl_by_gender, h36m_regressor, device, amp="off"
     third value. The forward passes run on common.speed.inference_model(model): a copy with BatchNorm folded into
     the convolutions and the ReLUs and residual adds fused into them (the same function, fewer memory passes);
     `model` itself is not modified. A model already prepared that way (the callers do it once for all their test
-    sets) is used as it is.
+    sets) is used as it is; fast_inference=False evaluates `model` itself.
     """
     was_training = model.training
     model.eval()
-    net = inference_model(model)
+    net = inference_model(model, fuse=fast_inference)
     amp_dtype = AMP_DTYPES[amp]
     root_regressor = model.joint_regressor[0]
     accumulator = MetricAccumulator(expected_count)
