@@ -139,6 +139,7 @@ class MuCo(TrainingSet):
         self.seed = int(seed)
         self.seed_salt = _SEED_SALT
         self.num_unusable_boxes = 0
+        self._fit_valid = {}  # sample index -> fit validity (fit_valid)
         self.samples = self._load_samples()
         if not self.samples:
             raise InputError(f"{os.path.join(self.root, ANNOTATION_FILE)}: no usable sample (no image with a person "
@@ -201,6 +202,13 @@ class MuCo(TrainingSet):
         verts, _ = self.builder.fit_joints(sample.smpl["pose"][None], sample.smpl["shape"], sample.smpl["trans"])
         return fit_error_mm(verts[0], sample.joints_cam, self.h36m_regressor)
 
+    def fit_valid(self, index):
+        """Whether sample `index`'s fit passes the validity test (fit_error_mm <= FIT_ERROR_THRESHOLD_MM). It does
+        not depend on the augmentation, so it is decided once per sample and remembered."""
+        if index not in self._fit_valid:
+            self._fit_valid[index] = self.fit_error_mm(index) <= FIT_ERROR_THRESHOLD_MM
+        return self._fit_valid[index]
+
     def item(self, index, return_geometry=False):
         """Item `index` of the current epoch; with return_geometry also the crop's SampleGeometry (tests, plots).
         A missing image is a FileNotFoundError naming the file."""
@@ -211,8 +219,7 @@ class MuCo(TrainingSet):
         if sample.smpl is not None:
             fit = SMPLFit(pose=sample.smpl["pose"], shape=sample.smpl["shape"], trans=sample.smpl["trans"],
                           focal=sample.focal, princpt=sample.princpt,
-                          check=lambda verts: fit_error_mm(verts, sample.joints_cam, self.h36m_regressor)
-                          <= FIT_ERROR_THRESHOLD_MM)
+                          check=self.fit_valid(index))
         return self.builder(img, sample.bbox, sample.joints_img, np.ones(len(MUCO21)), MUCO21, rng, self.augment,
                             joints_cam=sample.joints_cam / 1000.0, smpl_fit=fit, bbox_scale=sample.bbox_scale,
                             near_joints=sample.near_joints, return_geometry=return_geometry)

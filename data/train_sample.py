@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from common.body.joint_sets import SMPL30, SMPL30_FLIP_PAIRS, flip_pairs, map_joints
+from common.body.regressed_joints import RegressedJoints
 from common.errors import InputError
 from data.occluder import occlude
 from data.posefix import overlapping_people, posefix
@@ -77,17 +78,19 @@ class SMPLFit:
     """A pseudo-ground-truth SMPL fit of one person, in the camera frame of the annotated image.
 
     pose (72,) axis-angle radians (root first); shape (10,) betas; trans (3,) metres; focal (fx, fy) and
-    princpt (cx, cy) the dataset camera in image pixels. `check`, if given, decides the fit's validity:
+    princpt (cx, cy) the dataset camera in image pixels. `check` decides the fit's validity: None (valid), a bool
+    the dataset has already decided (the check does not depend on the augmentation, so a dataset can decide it once
+    per sample; the builder then needs the fit's joints only, not its mesh), or a callable
     check(vertices (6890, 3) metres, camera frame, as annotated: unflipped, unrotated, original betas) -> bool.
-    None means the fit is valid. `shape` is the fit's original betas: the mesh and joint targets use them and only
-    the shape_param target is reset (shape_target).
+    `shape` is the fit's original betas: the mesh and joint targets use them and only the shape_param target is
+    reset (shape_target).
     """
     pose: np.ndarray
     shape: np.ndarray
     trans: np.ndarray
     focal: tuple
     princpt: tuple
-    check: Callable[[np.ndarray], bool] | None = None
+    check: Callable[[np.ndarray], bool] | bool | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,7 @@ class TrainSampleBuilder:
             raise ValueError(f"occlusion_prob must be in [0, 1], got {occlusion_prob}")
         self.occlusion_prob = float(occlusion_prob)
         self.near_min_iou = float(near_min_iou)
+        self._regressed_joints = None  # built on first use (regressed_joints)
 
     def __call__(self, image, bbox, joints_img, joints_valid, joint_set, rng, augment, joints_cam=None,
                  smpl_fit=None, bbox_scale=None, aug=None, return_geometry=False, near_joints=None):
@@ -379,6 +383,17 @@ class TrainSampleBuilder:
                                                          occluder_mask=occluder_mask)
         return inputs, targets, meta
 
+    def regressed_joints(self, poses, shape, trans):
+        """The J30 joints of one or more poses of one person without the mesh (common.body.regressed_joints):
+        poses (B, 72), shape (10,), trans (3,) metres -> (B, 30, 3) float64 metres, as fit_joints' joints."""
+        if self.body_model is None or self.joint_regressor_30 is None:
+            raise ValueError("samples with an SMPL fit need the builder's body_model and joint_regressor_30")
+        if not hasattr(self.body_model, "arrays"):  # a body model that is not an SMPL layer: through the mesh
+            return self.fit_joints(poses, shape, trans)[1]
+        if self._regressed_joints is None:
+            self._regressed_joints = RegressedJoints(self.body_model.arrays, self.joint_regressor_30)
+        return self._regressed_joints(poses, shape, trans)
+
     def fit_joints(self, poses, shape, trans):
         """Run the body model on one or more poses of one person: poses (B, 72), shape (10,), trans (3,) metres.
         Returns (vertices (B, V, 3), J30 joints (B, 30, 3)), float64 numpy, metres, same frame as trans."""
@@ -404,8 +419,12 @@ class TrainSampleBuilder:
         princpt = np.asarray(smpl_fit.princpt, dtype=np.float64).reshape(2)
 
         poses = [pose, flip_smpl_pose(pose)] if aug.do_flip else [pose]
-        verts, joints = self.fit_joints(poses, shape, smpl_fit.trans)
-        is_valid = True if smpl_fit.check is None else bool(smpl_fit.check(verts[0]))
+        if callable(smpl_fit.check):
+            verts, joints = self.fit_joints(poses, shape, smpl_fit.trans)
+            is_valid = bool(smpl_fit.check(verts[0]))
+        else:
+            joints = self.regressed_joints(poses, shape, smpl_fit.trans)
+            is_valid = True if smpl_fit.check is None else bool(smpl_fit.check)
         joint_cam = joints[-1]
         if aug.do_flip:
             # Move the mirrored body along x so that its root appears at the mirror image (x -> W - 1 - x) of the

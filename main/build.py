@@ -50,7 +50,7 @@ def build_model(cfg, body_model=None):
         enc_layers=cfg.enc_layers, dec_layers=cfg.dec_layers, hidden_dim=cfg.hidden_dim, nheads=cfg.nheads,
         dim_feedforward=cfg.dim_feedforward, voxel_dim_feedforward=cfg.voxel_dim_feedforward, dropout=cfg.dropout,
         pose_head=cfg.pose_head, input_joint_mask_prob=cfg.input_joint_mask_prob, render=cfg.render,
-        backbone_init=cfg.backbone_init, image_gate=cfg.image_gate,
+        backbone_init=cfg.backbone_init, image_gate=cfg.image_gate, image_gate_init=cfg.image_gate_init,
     )
     if cfg.fast_cpu_dropout:
         use_fast_cpu_dropout(model)

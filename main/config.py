@@ -78,6 +78,7 @@ class Config:
     # Not in the paper: the image features enter Pose2Feat through a learnable scalar gate that starts at 0, so a
     # network trained from scratch first learns from the 2D pose heatmaps (the embedded default uses it).
     image_gate: bool = False
+    image_gate_init: float = 0.0  # the gate's starting value (common.model.backbone.Pose2Feat)
     input_joint_mask_prob: float = 0.1  # training only: chance that each input joint is masked out (spec 1.3-1)
     render: bool = False  # test-time bbox-dependent camera depth (spec 1.3-15); off in the official evaluation
 
@@ -125,6 +126,10 @@ class Config:
     # 0 = they train at `lr` in its group, as in the official recipe. Training from scratch, the CNN and the heads
     # need a higher rate than the transformers, which collapse to one output for every input at it.
     lr_transformer: float = 0.0
+    # Optional: a learning rate of its own for the image gate (image_gate: true); 0 = `lr`, in the network's group.
+    # Adam moves a parameter by about its learning rate per step, so at lr 1e-4 the gate cannot open beyond ~0.1 in
+    # a run of a thousand steps.
+    lr_image_gate: float = 0.0
     warmup_steps: int = 0  # linear learning-rate warm-up over the first steps (0 = none, the official recipe)
     # Optional fixed multipliers of the supervised loss terms before the learned uncertainty weighting, e.g.
     # {body_joint_cam: 1.0, smpl_shape: 0.05}; a term not named keeps 1 (the official recipe: all 1). The names are
@@ -232,7 +237,8 @@ class Config:
                      "train_batch_size", "test_batch_size", "end_epoch", "print_every", "intra_anchors",
                      "intra_positives", "intra_negatives", "inter_anchors", "inter_positives", "inter_negatives"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr_backbone", "lr_transformer", "warmup_steps", "weight_decay", "max_norm", "total_steps",
+        for name in ("lr_backbone", "lr_transformer", "lr_image_gate", "warmup_steps", "weight_decay", "max_norm",
+                     "total_steps",
                      "num_thread", "eval_every_steps", "intra_weight", "inter_weight", "save_every_steps",
                      "save_every_minutes"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")

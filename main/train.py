@@ -243,7 +243,8 @@ def train(cfg):
             inter_positives=cfg.inter_positives, inter_negatives=cfg.inter_negatives, hm_shape=cfg.output_hm_shape)
     objective = TrainingObjective(model, contrastive, cfg.intra_weight, cfg.inter_weight, cfg.output_hm_shape,
                                   seed=cfg.seed, loss_multipliers=cfg.loss_multipliers).to(world.device)
-    optimizer = build_optimizer(objective, cfg.lr, cfg.lr_backbone, cfg.weight_decay, cfg.lr_transformer)
+    optimizer = build_optimizer(objective, cfg.lr, cfg.lr_backbone, cfg.weight_decay, cfg.lr_transformer,
+                                cfg.lr_image_gate)
     scaler = torch.amp.GradScaler(world.device.type, init_scale=cfg.init_scale, enabled=cfg.amp == "fp16")
 
     step, best = 0, {}

@@ -159,3 +159,15 @@ def test_image_gate_is_off_by_default_and_adds_one_key(paper_cfg, body_model):
     assert "pose2feat.image_gate" not in plain  # the official checkpoint layout is unchanged
     assert set(gated) - set(plain) == {"pose2feat.image_gate"}
     assert gated["pose2feat.image_gate"].item() == 0.0
+    started = build_model(dataclasses.replace(small, image_gate=True, image_gate_init=0.1), body_model=body_model)
+    assert started.pose2feat.image_gate.item() == pytest.approx(0.1)
+
+
+def test_a_gate_that_starts_open_a_little_passes_a_gradient_to_the_stem():
+    torch.manual_seed(0)
+    feat = torch.rand(2, 64, 8, 8, requires_grad=True)
+    heatmaps = torch.rand(2, 30, 8, 8)
+    for start, stem_learns in ((0.0, False), (0.1, True)):
+        feat.grad = None
+        Pose2Feat(64, 30, image_gate=True, image_gate_init=start).train()(feat, heatmaps).square().sum().backward()
+        assert bool(feat.grad.abs().max() > 0) is stem_learns

@@ -262,6 +262,10 @@ def test_optimizer_groups(paper_cfg):
     split = build_optimizer(objective, 1e-3, 1e-3, 1e-4, lr_transformer=1e-4)
     groups = {g["name"]: g for g in split.param_groups}
     assert groups["transformer"]["lr"] == 1e-4 and groups["network"]["lr"] == 1e-3
+    gated = TrainingObjective(build_model(dataclasses.replace(paper_cfg, resnet_type=18, image_gate=True)))
+    gate_group = build_optimizer(gated, 1e-4, 1e-4, 1e-4, lr_image_gate=1e-2).param_groups[-1]
+    assert gate_group["name"] == "image_gate" and gate_group["lr"] == 1e-2 and gate_group["weight_decay"] == 0
+    assert gate_group["params"] == [gated.model.pose2feat.image_gate]
     for optimizer in (official, split):
         ids = [id(p) for g in optimizer.param_groups for p in g["params"]]
         assert len(ids) == len(set(ids)) and set(ids) == trainable  # a partition of the trainable parameters

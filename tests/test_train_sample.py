@@ -487,3 +487,13 @@ def test_dataset_images_ignore_the_exif_orientation(tmp_path):
     pixels = read_rgb(path)
     assert pixels.shape == (HEIGHT, WIDTH, 3)
     np.testing.assert_array_equal(pixels, np.rot90(upright, k=1))  # the stored grid, turned back
+
+
+@pytest.mark.parametrize("verdict", [True, False])
+def test_a_validity_decided_by_the_dataset_gives_the_same_targets_as_the_mesh_check(body, verdict):
+    person = _person(body)
+    _, by_mesh, meta_mesh, _ = _build(body, person, aug=_aug(1.1, 20.0, True), check=lambda vertices: verdict)
+    _, decided, meta_decided, _ = _build(body, person, aug=_aug(1.1, 20.0, True), check=verdict)
+    assert meta_decided["is_valid_fit"] == meta_mesh["is_valid_fit"] == float(verdict)
+    for key in by_mesh:
+        np.testing.assert_allclose(decided[key], by_mesh[key], atol=1e-4, err_msg=key)

@@ -52,14 +52,16 @@ class ResNetBackbone(resnet.ResNet):
 class Pose2Feat(nn.Module):
     """Fuses the stem features with the input-pose heatmaps: concat -> 3x3 conv -> BN -> ReLU.
 
-    image_gate: multiply the stem features by a learnable scalar that starts at 0 (not in the paper). Trained from
-    scratch, the random stem's dense image features swamp the sparse heatmaps and the network is slow to find the
-    2D pose in them; with the gate it first learns from the pose alone and lets the image in as that pays off.
+    image_gate: multiply the stem features by a learnable scalar that starts at `image_gate_init` (not in the
+    paper). Trained from scratch, the random stem's dense image features swamp the sparse heatmaps and the network
+    is slow to find the 2D pose in them; with a small gate it first learns from the pose and lets the image in as
+    that pays off. At exactly 0 the stem receives no gradient until the gate moves; Adam's updates do not depend on
+    the gradient's scale, so a small nonzero start lets the stem learn at full speed while its features stay quiet.
     """
 
-    def __init__(self, feat_channels, num_joints, image_gate=False):
+    def __init__(self, feat_channels, num_joints, image_gate=False, image_gate_init=0.0):
         super().__init__()
-        self.image_gate = nn.Parameter(torch.zeros(())) if image_gate else None
+        self.image_gate = nn.Parameter(torch.tensor(float(image_gate_init))) if image_gate else None
         self.conv = nn.Sequential(
             nn.Conv2d(feat_channels + num_joints, feat_channels, kernel_size=3, padding=1),
             nn.BatchNorm2d(feat_channels),

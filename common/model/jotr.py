@@ -55,15 +55,16 @@ class JOTR(nn.Module):
         render: at test time, scale the camera depth by the real bounding box (spec 1.3-15; off in the paper).
         backbone_init: 'official' (convs N(0, 0.001), spec 2.4) or 'kaiming' (torchvision's init), for training
             from scratch; irrelevant when weights are loaded.
-        image_gate: scale the image features entering Pose2Feat by a learnable scalar that starts at 0 (not in the
-            paper; for short runs from scratch, common.model.backbone.Pose2Feat). Adds the key pose2feat.image_gate.
+        image_gate: scale the image features entering Pose2Feat by a learnable scalar that starts at
+            `image_gate_init` (not in the paper; for short runs from scratch, common.model.backbone.Pose2Feat). Adds
+            the key pose2feat.image_gate.
     """
 
     def __init__(self, body_model, joint_regressor, *, resnet_type=50, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), sigma=2.5, focal=(5000.0, 5000.0), princpt=(128.0, 128.0),
                  camera_3d_size=2.5, enc_layers=2, dec_layers=4, hidden_dim=256, nheads=8, dim_feedforward=2048,
                  voxel_dim_feedforward=1024, dropout=0.1, pose_head="vposer", input_joint_mask_prob=0.1,
-                 render=False, backbone_init="official", image_gate=False):
+                 render=False, backbone_init="official", image_gate=False, image_gate_init=0.0):
         super().__init__()
         if pose_head not in POSE_HEADS:
             raise ValueError(f"pose_head={pose_head!r}: expected one of {POSE_HEADS}")
@@ -81,7 +82,7 @@ class JOTR(nn.Module):
         self.depth_exponent = nn.Parameter(torch.tensor(3.0))
 
         self.backbone = ResNetBackbone(resnet_type, backbone_init)
-        self.pose2feat = Pose2Feat(self.backbone.stem_channels, num_input_joints, image_gate)
+        self.pose2feat = Pose2Feat(self.backbone.stem_channels, num_input_joints, image_gate, image_gate_init)
         feat_h, feat_w = input_img_shape[0] // 32, input_img_shape[1] // 32
         self.volume_shape = (feat_h, feat_h, feat_w)  # (D, H, W): depth gets as many cells as the feature height
 

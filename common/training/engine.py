@@ -69,10 +69,11 @@ class TrainingObjective(nn.Module):
 TRANSFORMER_MODULES = ("transformer", "voxel_encoder", "smpl_query_pos", "joint_query_pos")
 
 
-def build_optimizer(objective, lr, lr_backbone, weight_decay, lr_transformer=0.0):
+def build_optimizer(objective, lr, lr_backbone, weight_decay, lr_transformer=0.0, lr_image_gate=0.0):
     """AdamW with the official three groups (spec 4.2): the backbone at lr_backbone, the rest of the network at lr,
     and the learned loss weights at lr without weight decay. With lr_transformer > 0 the transformers
-    (TRANSFORMER_MODULES) get a fourth group at that rate. Frozen parameters (VPoser) are left out.
+    (TRANSFORMER_MODULES) get a group at that rate; with lr_image_gate > 0 the image gate (a model with
+    image_gate) gets one at that rate, without weight decay. Frozen parameters (VPoser) are left out.
 
     Each group remembers its base learning rate in 'initial_lr' for `set_epoch_lr`. (The official set_lr
     overwrote every group with `lr`, so its lr_backbone never took effect; here each group keeps its own.)"""
@@ -82,7 +83,9 @@ def build_optimizer(objective, lr, lr_backbone, weight_decay, lr_transformer=0.0
     if lr_transformer > 0:
         transformer = [p for name, p in model.named_parameters()
                        if p.requires_grad and name.split(".")[0] in TRANSFORMER_MODULES]
-    taken = {id(p) for p in backbone + transformer}
+    gate = model.pose2feat.image_gate
+    gate = [gate] if lr_image_gate > 0 and gate is not None else []
+    taken = {id(p) for p in backbone + transformer + gate}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
     groups = [
         {"params": backbone, "lr": lr_backbone, "weight_decay": weight_decay, "name": "backbone"},
@@ -92,6 +95,8 @@ def build_optimizer(objective, lr, lr_backbone, weight_decay, lr_transformer=0.0
     if transformer:
         groups.append({"params": transformer, "lr": lr_transformer, "weight_decay": weight_decay,
                        "name": "transformer"})
+    if gate:
+        groups.append({"params": gate, "lr": lr_image_gate, "weight_decay": 0.0, "name": "image_gate"})
     for g in groups:
         g["initial_lr"] = g["lr"]
     return torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
