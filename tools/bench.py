@@ -749,6 +749,11 @@ CRITERIA = (
      "(same rounds)"),
     ("forward_bf16_speedup", ("forward",), lambda s, b: s["forward"]["bf16_speedup"]["value"], ">=", 1.6,
      "forward, batch {batch}, " + INFERENCE_SWITCHES + ": bf16 images/s / float32 images/s (median of rounds)"),
+    # Not measured (None) on CPUs without bf16 products, where bf16 is emulated and the target does not apply.
+    ("forward_bf16_fraction_of_bf16_ceiling", ("machine", "forward"),
+     lambda s, b: _bf16_forward_fraction(s, b) if _bf16_hardware(s) else None, ">=", 0.5,
+     "forward, bf16, batch {batch}, " + INFERENCE_SWITCHES + ": achieved GFLOP/s / bf16 matmul GFLOP/s (machine "
+     "section; CPUs with AVX-512 BF16 or AMX)"),
     ("train_step_fraction_of_ceiling", ("train_step",),
      lambda s, b: s["train_step"]["paired_fp32_fraction"], ">=", 0.70,
      "train step, float32, batch {batch}, no contrastive: 3 x forward FLOPs x batch / step time / float32 matmul "
@@ -764,6 +769,18 @@ CRITERIA = (
      "embedded preset's train step in its amp dtype: 3 x forward FLOPs x batch / step time / matmul GFLOP/s of that "
      "dtype (same rounds; CPUs with AVX-512 BF16 or AMX)"),
 )
+
+
+def _bf16_hardware(sections):
+    """Whether this CPU computes bf16 products natively (the acceptance is computed on the benchmarked machine)."""
+    isa = machine_kind()["isa"]
+    return bool(isa["AVX-512 BF16"] or isa["AMX BF16"])
+
+
+def _bf16_forward_fraction(sections, batch):
+    rows = [r for r in sections["forward"]["rows"]
+            if r["batch"] == batch and r["dtype"] == "bfloat16" and r["switches"] == INFERENCE_SWITCHES]
+    return rows[0]["fraction_of_bf16_ceiling"] if rows else None
 
 
 def acceptance(sections, batch):
