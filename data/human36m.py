@@ -35,7 +35,7 @@ import numpy as np
 from common.body.joint_sets import H36M17
 from common.errors import InputError
 from data.muco import _array, fit_check_regressor
-from data.preprocessing import process_bbox
+from data.preprocessing import draw_bbox_scale, process_bbox
 from data.train_sample import SMPL30_ROOT, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
 
 TRAIN_SUBJECTS = (1, 5, 6, 7, 8)
@@ -202,7 +202,7 @@ class Human36M(TrainingSet):
                 ann_id=int(ann_id), image_id=int(img["id"]), subject=int(img.get("subject", subject)),
                 img_path=os.path.join(self.root, "images", img["file_name"]), img_width=width, img_height=height,
                 bbox=bbox.astype(np.float32), joints_img=joints_img, joints_cam=joints_cam, camera=camera, smpl=smpl,
-                bbox_scale=None if self.update_bbox else float(rng.uniform(1.0, 1.2))))
+                bbox_scale=None if self.update_bbox else draw_bbox_scale(rng)))
         return samples
 
     @staticmethod

@@ -34,8 +34,8 @@ from common.body.joint_sets import (
     map_joints,
 )
 from common.errors import InputError, UserError
-from data.preprocessing import get_bbox, process_bbox
-from data.pw3d import MIN_JOINT_CONFIDENCE, TEST_BBOX_SCALE
+from data.preprocessing import pose_crop_box
+from data.pw3d import MIN_JOINT_CONFIDENCE
 
 # OpenPose's BODY_25 output order, in this repository's joint names. Its first 19 entries are the COCO-18
 # joints (common.body.joint_sets.OPENPOSE18) in the same order except for MidHip inserted at 8, so it maps by name.
@@ -96,7 +96,7 @@ def person_from_keypoints(keypoints, layout, img_width, img_height, score=None):
     valid = (joints[:, 2] > MIN_JOINT_CONFIDENCE).astype(np.float32)
     if not valid.any():
         return None
-    bbox = process_bbox(get_bbox(joints, valid, extend=1.2), img_width, img_height, scale=TEST_BBOX_SCALE)
+    bbox = pose_crop_box(joints, valid, img_width, img_height)
     if bbox is None or bbox[2] <= 0 or bbox[3] <= 0:
         return None
     return Person2D(joints=joints, valid=valid, bbox=bbox, score=None if score is None else float(score))

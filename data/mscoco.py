@@ -36,7 +36,7 @@ import numpy as np
 from common.body.joint_sets import COCO17, COCO17_PELVIS, add_pelvis_neck
 from common.errors import InputError
 from data.muco import _array
-from data.preprocessing import TEST_AUG, get_aug_config, process_bbox
+from data.preprocessing import TEST_AUG, draw_bbox_scale, get_aug_config, process_bbox
 from data.train_sample import SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
 
 NEURALANNOT_SOURCE = ("the NeuralAnnot SMPL fits (https://github.com/mks0601/NeuralAnnot_RELEASE), linked from the "
@@ -171,7 +171,7 @@ class KeypointDataset(TrainingSet):
                     img_height=height, bbox=bbox.astype(np.float32), joints=joints,
                     near_joints=[other for j, (_, other) in enumerate(persons) if j != k],
                     smpl=self._fit(fits.get(str(ann_id)), ann_id, fits_path),
-                    bbox_scale=None if self.update_bbox else float(rng.uniform(1.0, 1.2))))
+                    bbox_scale=None if self.update_bbox else draw_bbox_scale(rng)))
         return samples
 
     def _fit(self, entry, ann_id, fits_path):
@@ -206,7 +206,7 @@ class KeypointDataset(TrainingSet):
             # Draw the crop enlargement and the augmentation exactly as the builder would (same generator, same
             # order), to know before the call whether this item is flipped.
             if bbox_scale is None:
-                bbox_scale = float(rng.uniform(1.0, 1.2))
+                bbox_scale = draw_bbox_scale(rng)
             if aug is None:
                 aug = get_aug_config(rng) if self.augment else TEST_AUG
             if aug.do_flip:

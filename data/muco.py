@@ -28,7 +28,7 @@ import numpy as np
 
 from common.body.joint_sets import H36M17, MUCO21
 from common.errors import InputError
-from data.preprocessing import process_bbox
+from data.preprocessing import draw_bbox_scale, process_bbox
 from data.train_sample import SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
 
 ANNOTATION_FILE = "MuCo-3DHP.json"
@@ -188,7 +188,7 @@ class MuCo(TrainingSet):
                 ann_id=int(ann_id), image_id=int(image_id), img_path=os.path.join(self.root, img["file_name"]),
                 img_width=width, img_height=height, bbox=arrays["bbox"].astype(np.float32),
                 joints_img=arrays["joints_img"], joints_cam=arrays["joints_cam"], focal=focal, princpt=princpt,
-                smpl=smpl, bbox_scale=None if self.update_bbox else float(rng.uniform(1.0, 1.2)),
+                smpl=smpl, bbox_scale=None if self.update_bbox else draw_bbox_scale(rng),
                 near_joints=[np.concatenate([other["joints_img"], np.ones((len(MUCO21), 1))], axis=1)
                              for _, other_ann, other in candidates if other_ann is not ann]))
         return samples

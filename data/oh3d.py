@@ -34,8 +34,8 @@ import torch
 from common.body.joint_sets import COCO17, COCO17_PELVIS_NECK, SMPL30, add_pelvis_neck, map_joints
 from common.errors import InputError
 from data.muco import _array
-from data.preprocessing import get_bbox, process_bbox
-from data.pw3d import GENDER_CODES, MIN_JOINT_CONFIDENCE, TEST_BBOX_SCALE, evaluation_item
+from data.preprocessing import TEST_BBOX_SCALE, pose_crop_box, process_bbox
+from data.pw3d import GENDER_CODES, MIN_JOINT_CONFIDENCE, evaluation_item
 from data.train_sample import read_rgb
 
 ANNOTATION_FILE = "3doh_test_annots_scale_1.json"
@@ -166,8 +166,7 @@ class OH3D(torch.utils.data.Dataset):
     def crop_box(self, sample, img_width, img_height):
         """(crop box (4,) xywh image pixels, from_gt): from the valid input joints, else from the annotated box."""
         if sample.joints_valid.any():
-            bbox = process_bbox(get_bbox(sample.joints, sample.joints_valid, extend=1.2), img_width, img_height,
-                                scale=TEST_BBOX_SCALE)
+            bbox = pose_crop_box(sample.joints, sample.joints_valid, img_width, img_height)
             if bbox is not None:
                 return bbox, False
         bbox = process_bbox(sample.gt_bbox, img_width, img_height, scale=TEST_BBOX_SCALE)

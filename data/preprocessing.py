@@ -15,6 +15,18 @@ import numpy as np
 
 from common.body.joint_sets import SMPL30, flip_pairs
 
+# Crop enlargement (spec 5.2): fixed at test time; drawn from U[TRAIN_BBOX_SCALE) per training crop (JOTR's choice,
+# 3DCrowdNet used a fixed 1.25).
+TEST_BBOX_SCALE = 1.1
+TRAIN_BBOX_SCALE = (1.0, 1.2)
+# get_bbox's enlargement of the input joints' tight box (spec 5.2, 5.4).
+JOINTS_BBOX_EXTEND = 1.2
+
+
+def draw_bbox_scale(rng):
+    """One training crop enlargement, drawn from U[TRAIN_BBOX_SCALE) with the numpy Generator `rng`."""
+    return float(rng.uniform(*TRAIN_BBOX_SCALE))
+
 
 def _clip_bbox(bbox_xywh, img_width, img_height):
     """(x1, y1, w, h) of a box clipped the official way (see process_bbox); w or h <= 0 when nothing is left."""
@@ -33,7 +45,7 @@ def bbox_is_usable(bbox_xywh, img_width, img_height):
     return float(bbox_xywh[2]) * float(bbox_xywh[3]) > 0 and w > 0 and h > 0
 
 
-def process_bbox(bbox_xywh, img_width, img_height, aspect_ratio=1.0, scale=1.1, rng=None):
+def process_bbox(bbox_xywh, img_width, img_height, aspect_ratio=1.0, scale=TEST_BBOX_SCALE, rng=None):
     """Clip a box to the image, widen it to `aspect_ratio` (w / h) about its centre and enlarge it.
 
     bbox_xywh: (4,) x, y, w, h in image pixels.
@@ -56,7 +68,7 @@ def process_bbox(bbox_xywh, img_width, img_height, aspect_ratio=1.0, scale=1.1, 
             return None
         if rng is None:
             raise ValueError("process_bbox: training mode (scale=None) needs a numpy Generator `rng`")
-        scale = rng.uniform(1.0, 1.2)
+        scale = draw_bbox_scale(rng)
     elif w < 0 or h < 0 or w + h <= 0:
         return None
 
@@ -69,7 +81,7 @@ def process_bbox(bbox_xywh, img_width, img_height, aspect_ratio=1.0, scale=1.1, 
     return np.array([center_x - w / 2, center_y - h / 2, w, h], dtype=np.float32)
 
 
-def get_bbox(joints, valid, extend=1.2):
+def get_bbox(joints, valid, extend=JOINTS_BBOX_EXTEND):
     """Tight box of the valid joints, enlarged `extend` times about its centre.
 
     joints: (J, 2+) image pixels; valid: (J,) truthy where the joint counts.
@@ -83,6 +95,14 @@ def get_bbox(joints, valid, extend=1.2):
     center_x, center_y = (xmin + xmax) / 2, (ymin + ymax) / 2
     w, h = (xmax - xmin) * extend, (ymax - ymin) * extend
     return np.array([center_x - w / 2, center_y - h / 2, w, h], dtype=np.float32)
+
+
+def pose_crop_box(joints, valid, img_width, img_height):
+    """The test-time crop box from an input 2D pose (spec 5.4): the tight box of the valid joints enlarged
+    JOINTS_BBOX_EXTEND times (get_bbox), made square and enlarged TEST_BBOX_SCALE times (process_bbox in test
+    mode). joints (J, 2+) image pixels, valid (J,) with at least one valid joint. Returns (4,) float32 xywh, or
+    None when the box has no extent (process_bbox)."""
+    return process_bbox(get_bbox(joints, valid), img_width, img_height, scale=TEST_BBOX_SCALE)
 
 
 def _rotate_2d(vec, rot_rad):

@@ -30,10 +30,11 @@ from common.body.body_model import GENDER_CODES, gendered_meshes
 from common.body.joint_sets import COCO17_PELVIS_NECK, OPENPOSE18_PELVIS, SMPL30, add_pelvis_neck, map_joints
 from common.errors import InputError
 from data.preprocessing import (
+    TEST_BBOX_SCALE,
     affine_points,
     bbox_is_usable,
     generate_patch_image,
-    get_bbox,
+    pose_crop_box,
     process_bbox,
     to_heatmap_frame,
     trunc_mask,
@@ -55,7 +56,6 @@ CROWD_POSE_SOURCES = ("openpose", "higherhrnet")
 EXCLUDED_GT_BBOX = "ground-truth box with no area or outside the image"
 # Input joints with a detector confidence at or below this are invalid (spec 5.4).
 MIN_JOINT_CONFIDENCE = 0.05
-TEST_BBOX_SCALE = 1.1
 
 _SOURCES = {
     "3DPW_latest_test.json": "the 3DPW dataset (https://virtualhumans.mpi-inf.mpg.de/3DPW/) converted to COCO-style "
@@ -185,7 +185,7 @@ class PW3D(torch.utils.data.Dataset):
         width, height = int(img["width"]), int(img["height"])
         bbox = None
         if valid.any():
-            bbox = process_bbox(get_bbox(joints, valid, extend=1.2), width, height, scale=TEST_BBOX_SCALE)
+            bbox = pose_crop_box(joints, valid, width, height)
         bbox_from_gt = bbox is None
         if bbox_from_gt:  # the load-time selection guarantees a usable annotated box
             bbox = process_bbox(ann["bbox"], width, height, scale=TEST_BBOX_SCALE)

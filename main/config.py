@@ -28,6 +28,8 @@ from typing import Any
 import yaml
 
 from common.errors import InputError
+from common.model.backbone import BACKBONE_INITS
+from common.model.jotr import POSE_HEADS
 from data.pw3d import CROWD_POSE_SOURCES
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
@@ -41,7 +43,6 @@ PATH_PLACEHOLDERS = ("data_dir", "output_dir")
 
 RESNET_DEPTHS = (18, 34, 50, 101, 152)
 AMP_MODES = ("off", "bf16", "fp16")
-POSE_HEADS = ("vposer", "rot6d")
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -256,8 +257,8 @@ class Config:
         need(self.crowd_pose_source in CROWD_POSE_SOURCES,
              f"crowd_pose_source must be one of {CROWD_POSE_SOURCES}, got {self.crowd_pose_source!r}")
         need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        need(self.backbone_init in ("official", "kaiming"),
-             f"backbone_init must be 'official' or 'kaiming', got {self.backbone_init!r}")
+        need(self.backbone_init in BACKBONE_INITS,
+             f"backbone_init must be one of {BACKBONE_INITS}, got {self.backbone_init!r}")
         need(_DEVICE_PATTERN.fullmatch(self.device) is not None,
              f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         need(self.lr_dec_epoch == sorted(self.lr_dec_epoch) and all(e >= 0 for e in self.lr_dec_epoch),

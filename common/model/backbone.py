@@ -12,6 +12,10 @@ RESNET_BLOCKS = {
 }
 
 
+# Initialisations for training from scratch: the official N(0, 0.001) convolutions (spec 2.4), or torchvision's own.
+BACKBONE_INITS = ("official", "kaiming")
+
+
 class ResNetBackbone(resnet.ResNet):
     """torchvision ResNet without avgpool/fc; parameter names are torchvision's (conv1, bn1, layer1..4).
 
@@ -27,8 +31,8 @@ class ResNetBackbone(resnet.ResNet):
         del self.avgpool, self.fc
         self.stem_channels = 64
         self.out_channels = 512 * block.expansion
-        if init not in ("official", "kaiming"):
-            raise ValueError(f"backbone init {init!r}: expected 'official' or 'kaiming'")
+        if init not in BACKBONE_INITS:
+            raise ValueError(f"backbone init {init!r}: expected one of {BACKBONE_INITS}")
         if init == "kaiming":
             return  # torchvision's own initialisation (He normal convs, BN 1/0)
         # The official init when training from scratch (spec 2.4): convs N(0, 0.001), BN 1/0.
