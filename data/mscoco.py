@@ -25,7 +25,6 @@ picks the overlapping ones) when the builder accepts a `near_joints` argument.
 Reproducibility and missing images: as data.muco (np.random.default_rng([seed, crc32(name), epoch, index]);
 set_epoch before each epoch; a missing image is skipped with a counted warning, an error past a threshold).
 """
-import inspect
 import json
 import os
 import zlib
@@ -55,14 +54,6 @@ class KeypointSample:
     near_joints: list  # [(J, 3)] the other annotated people of the image, same layout
     smpl: dict | None  # {'pose' (72,), 'shape' (10,), 'trans' (3,) metres, 'focal' (2,), 'princpt' (2,)} or None
     bbox_scale: float | None  # fixed crop enlargement (update_bbox False) or None (drawn per item)
-
-
-def builder_takes_near_joints(builder):
-    """Whether the sample builder accepts PoseFix near joints (added with the PoseFix synthesis, spec 5.3)."""
-    try:
-        return "near_joints" in inspect.signature(builder).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class KeypointDataset(TrainingSet):
@@ -105,7 +96,6 @@ class KeypointDataset(TrainingSet):
                                      where=f"{os.path.join(self.root, self.image_dir)}/<file_name> as listed in "
                                            f"{os.path.basename(self.annotation_file)}",
                                      source=self.sources["images"])
-        self.pass_near_joints = builder_takes_near_joints(self.builder)
 
     # ---------------------------------------------------------------------------------------------------- loading
 
@@ -215,9 +205,9 @@ class KeypointDataset(TrainingSet):
         if sample.smpl is not None:
             fit = SMPLFit(pose=sample.smpl["pose"], shape=sample.smpl["shape"], trans=sample.smpl["trans"],
                           focal=sample.smpl["focal"], princpt=sample.smpl["princpt"])
-        extra = {"near_joints": [j.copy() for j in sample.near_joints]} if self.pass_near_joints else {}
         return self.builder(img, sample.bbox, joints[:, :2], joints[:, 2], self.joint_set, rng, self.augment,
-                            smpl_fit=fit, bbox_scale=bbox_scale, aug=aug, return_geometry=return_geometry, **extra)
+                            smpl_fit=fit, bbox_scale=bbox_scale, aug=aug, return_geometry=return_geometry,
+                            near_joints=[j.copy() for j in sample.near_joints])
 
 
 class MSCOCO(KeypointDataset):

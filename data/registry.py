@@ -1,12 +1,10 @@
 """Dataset names used in the config -> dataset classes, and the training mix of spec 4.4.
 
-Every training dataset class takes the same keyword arguments (those of data.muco.MuCo: data_dir, body_model,
-joint_regressor_30, h36m_regressor, input_img_shape, output_hm_shape, bbox_3d_size, update_bbox, augment, seed;
-a dataset ignores the ones it does not need), so that `build_train_dataset` can pass one set to all of them.
-Dataset-specific switches (e.g. CrowdPose's official_crowdpose_flip) may be passed along with them: each dataset
-receives only the keyword arguments its constructor names; one that no training dataset names is an error.
+Every training dataset class takes the same arguments (those of data.muco.MuCo: data_dir, body_model,
+joint_regressor_30, h36m_regressor, input_img_shape, output_hm_shape, bbox_3d_size, update_bbox, augment, seed,
+occlusion_prob; a dataset ignores the ones it does not need); CrowdPose also takes its two switches
+(official_crowdpose_flip, official_crowdpose_fit_filter). `build_train_dataset` passes them explicitly.
 """
-import inspect
 import os
 
 from common.errors import InputError
@@ -31,40 +29,37 @@ def _train_class(name):
                      f"(config keys trainset_3d / trainset_2d)")
 
 
-def _parameters(cls):
-    return set(inspect.signature(cls.__init__).parameters) - {"self"}
-
-
-def _check_kwargs(common_kwargs):
-    known = set().union(*(_parameters(cls) for cls in TRAIN_DATASETS.values()))
-    unknown = sorted(set(common_kwargs) - known)
-    if unknown:
-        raise TypeError(f"build_train_dataset: no training dataset takes the argument(s) {', '.join(unknown)}")
-
-
-def _group(names, common_kwargs):
-    classes = [_train_class(name) for name in names]  # all names checked before any dataset loads
-    dbs = [cls(**{k: v for k, v in common_kwargs.items() if k in _parameters(cls)}) for cls in classes]
-    if len(dbs) == 1:
-        return dbs[0]
-    return MultipleDatasets(dbs, make_same_len=False, seed=common_kwargs.get("seed", 0))
-
-
-def build_train_dataset(names_3d, names_2d, **common_kwargs):
+def build_train_dataset(names_3d, names_2d, *, data_dir, body_model, joint_regressor_30, h36m_regressor,
+                        input_img_shape=(256, 256), output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True,
+                        augment=True, seed=0, occlusion_prob=0.0, official_crowdpose_flip=False,
+                        official_crowdpose_fit_filter=False):
     """The training set of spec 4.4: the 3D datasets concatenated (in the given order), the 2D datasets
     concatenated, then the two groups balanced with MultipleDatasets(make_same_len=True). If one group is empty,
-    the other group alone. `common_kwargs` go to every dataset that takes them (module docstring); `seed` also
-    seeds the mix."""
+    the other group alone. The arguments go to every dataset (module docstring); `seed` also seeds the mix."""
     names_3d, names_2d = list(names_3d), list(names_2d)
-    for name in names_3d + names_2d:
+    for name in names_3d + names_2d:  # every name checked before any dataset loads
         _train_class(name)
     if not names_3d and not names_2d:
         raise InputError("no training dataset: trainset_3d and trainset_2d are both empty")
-    _check_kwargs(common_kwargs)
-    groups = [_group(names, common_kwargs) for names in (names_3d, names_2d) if names]
+    common = {"data_dir": data_dir, "body_model": body_model, "joint_regressor_30": joint_regressor_30,
+              "h36m_regressor": h36m_regressor, "input_img_shape": input_img_shape,
+              "output_hm_shape": output_hm_shape, "bbox_3d_size": bbox_3d_size, "update_bbox": update_bbox,
+              "augment": augment, "seed": seed, "occlusion_prob": occlusion_prob}
+    crowdpose = {"official_crowdpose_flip": official_crowdpose_flip,
+                 "official_crowdpose_fit_filter": official_crowdpose_fit_filter}
+
+    def build(name):
+        cls = _train_class(name)
+        return cls(**common, **crowdpose) if cls is CrowdPose else cls(**common)
+
+    groups = []
+    for names in (names_3d, names_2d):
+        if names:
+            dbs = [build(name) for name in names]
+            groups.append(dbs[0] if len(dbs) == 1 else MultipleDatasets(dbs, make_same_len=False, seed=seed))
     if len(groups) == 1:
         return groups[0]
-    return MultipleDatasets(groups, make_same_len=True, seed=common_kwargs.get("seed", 0))
+    return MultipleDatasets(groups, make_same_len=True, seed=seed)
 
 
 def build_test_dataset(name, data_dir="data", **kwargs):

@@ -127,7 +127,6 @@ def test_flipping_a_sample_twice_gives_it_back(tiny, symmetric):
 
 def test_other_people_of_the_image_are_the_posefix_near_joints(tiny, symmetric):
     ds = _coco(tiny, symmetric, augment=False)
-    assert ds.pass_near_joints
     anns = {a["id"]: a for a in _json(tiny, "person_keypoints_train2017.json")["annotations"]}
     index = [s.ann_id for s in ds.samples].index(11)
     _, _, _, geometry = ds.item(index, return_geometry=True)
