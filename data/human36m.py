@@ -24,7 +24,6 @@ is valid if its H36M-regressed joints, translation-aligned, lie within 25 mm of 
 Reproducibility and missing images: as data.muco (np.random.default_rng([seed, crc32('Human36M'), epoch, index]);
 set_epoch before each epoch; a missing image is skipped with a counted warning, an error past a threshold).
 """
-import json
 import os
 import zlib
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from common.body.joint_sets import H36M17
 from common.errors import InputError
 from data.muco import _array, fit_check_regressor
 from data.preprocessing import draw_bbox_scale, process_bbox
-from data.train_sample import SMPL30_ROOT, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
+from data.train_sample import SMPL30_ROOT, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder, read_json
 
 TRAIN_SUBJECTS = (1, 5, 6, 7, 8)
 SAMPLING_RATIO = 5  # every 5th frame
@@ -80,11 +79,7 @@ def annotation_path(root, subject, kind):
 
 
 def _load_json(path):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Human3.6M annotation file not found: {path}. It belongs in "
-                                f"data/Human36M/annotations/{os.path.basename(path)}; get it from {SOURCE}.")
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path, "Human3.6M annotation file", f"data/Human36M/annotations/{os.path.basename(path)}", SOURCE)
 
 
 def fit_to_camera(pose, trans, rotation, translation, rest_root):

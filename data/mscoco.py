@@ -25,7 +25,6 @@ picks the overlapping ones) when the builder accepts a `near_joints` argument.
 Reproducibility and missing images: as data.muco (np.random.default_rng([seed, crc32(name), epoch, index]);
 set_epoch before each epoch; a missing image is skipped with a counted warning, an error past a threshold).
 """
-import json
 import os
 import zlib
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from common.body.joint_sets import COCO17, COCO17_PELVIS, add_pelvis_neck
 from common.errors import InputError
 from data.muco import _array
 from data.preprocessing import TEST_AUG, draw_bbox_scale, get_aug_config, process_bbox
-from data.train_sample import SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
+from data.train_sample import SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder, read_json
 
 NEURALANNOT_SOURCE = ("the NeuralAnnot SMPL fits (https://github.com/mks0601/NeuralAnnot_RELEASE), linked from the "
                       "3DCrowdNet README (https://github.com/hongsukchoi/3DCrowdNet_RELEASE)")
@@ -100,13 +99,8 @@ class KeypointDataset(TrainingSet):
     # ---------------------------------------------------------------------------------------------------- loading
 
     def _load_json(self, relative_path):
-        path = os.path.join(self.root, relative_path)
-        if not os.path.isfile(path):
-            name = os.path.basename(path)
-            raise FileNotFoundError(f"{self.name} annotation file not found: {path}. It belongs in "
-                                    f"data/{self.name}/{relative_path}; get it from {self.sources[name]}.")
-        with open(path) as f:
-            return json.load(f)
+        return read_json(os.path.join(self.root, relative_path), f"{self.name} annotation file",
+                         f"data/{self.name}/{relative_path}", self.sources[os.path.basename(relative_path)])
 
     def _image_sizes(self, images, ann_path):
         """{image id: (width, height)} in image pixels."""

@@ -18,7 +18,6 @@ DataLoader workers, their order or a resume mid-run. The engine calls `set_epoch
 dataset the DataLoader holds, before creating the epoch's iterator (with persistent_workers=True the workers keep an
 old copy of the dataset and would not see the new epoch).
 """
-import json
 import math
 import os
 import zlib
@@ -29,7 +28,7 @@ import numpy as np
 from common.body.joint_sets import H36M17, MUCO21
 from common.errors import InputError
 from data.preprocessing import draw_bbox_scale, process_bbox
-from data.train_sample import SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder
+from data.train_sample import SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder, read_json
 
 ANNOTATION_FILE = "MuCo-3DHP.json"
 SMPL_PARAM_FILE = "smpl_param.json"
@@ -68,12 +67,8 @@ class MuCoSample:
 
 
 def _load_json(path):
-    if not os.path.isfile(path):
-        name = os.path.basename(path)
-        raise FileNotFoundError(f"MuCo annotation file not found: {path}. It belongs in data/MuCo/{name}; get it "
-                                f"from {_SOURCES[name]}.")
-    with open(path) as f:
-        return json.load(f)
+    name = os.path.basename(path)
+    return read_json(path, "MuCo annotation file", f"data/MuCo/{name}", _SOURCES[name])
 
 
 def _array(value, shape, what, ann_id, path):

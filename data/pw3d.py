@@ -18,7 +18,6 @@ main.test writes into the results JSON) says who and why. A person whose input p
 official loader fails on it) is kept and cropped from its ground-truth box instead (counted in `num_gt_bbox_crops`
 and flagged in meta['bbox_from_gt']). A missing or empty `openpose_result` is an empty pose (no valid joint).
 """
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from data.preprocessing import (
     to_heatmap_frame,
     trunc_mask,
 )
-from data.train_sample import read_rgb
+from data.train_sample import read_json, read_rgb
 
 ANNOTATION_FILES = {
     "3dpw": "3DPW_latest_test.json",
@@ -85,12 +84,8 @@ class PW3DSample:
 
 
 def _load_json(path, what):
-    if not os.path.isfile(path):
-        name = os.path.basename(path)
-        raise FileNotFoundError(f"{what} not found: {path}. It belongs in data/3DPW/{name}; it comes from "
-                                f"{_SOURCES.get(name, 'the 3DPW release')}.")
-    with open(path) as f:
-        return json.load(f)
+    name = os.path.basename(path)
+    return read_json(path, what, f"data/3DPW/{name}", _SOURCES.get(name, "the 3DPW release"))
 
 
 class PW3D(torch.utils.data.Dataset):

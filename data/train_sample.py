@@ -25,6 +25,7 @@ Randomness comes only from the numpy Generator passed to each call, drawn in thi
 (when not fixed), the augmentation (when `augment` and not given), the input-pose synthesis (when `augment`), the
 occluders (when `augment` and occlusion_prob > 0).
 """
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,6 +165,15 @@ def read_rgb(path, what="image", where=""):
     if img is None:
         raise FileNotFoundError(f"{what} missing or unreadable: {path}{where}")
     return img
+
+
+def read_json(path, what, where, source):
+    """The content of a dataset's JSON file; FileNotFoundError "<what> not found: <path>. It belongs in <where>;
+    get it from <source>." if it is missing."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}. It belongs in {where}; get it from {source}.")
+    with open(path) as f:
+        return json.load(f)
 
 
 class TrainingSet(torch.utils.data.Dataset):
