@@ -35,7 +35,15 @@ from common.body.joint_sets import H36M17
 from common.errors import InputError
 from data.muco import _array, fit_check_regressor
 from data.preprocessing import draw_bbox_scale, process_bbox
-from data.train_sample import SMPL30_ROOT, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder, read_json
+from data.train_sample import (
+    SMPL30_ROOT,
+    ImageSample,
+    SMPLFit,
+    TrainingImages,
+    TrainingSet,
+    TrainSampleBuilder,
+    read_json,
+)
 
 TRAIN_SUBJECTS = (1, 5, 6, 7, 8)
 SAMPLING_RATIO = 5  # every 5th frame
@@ -58,14 +66,8 @@ class H36MCamera:
 
 
 @dataclass
-class H36MSample:
-    ann_id: int
-    image_id: int
+class H36MSample(ImageSample):
     subject: int
-    img_path: str
-    img_width: int
-    img_height: int
-    bbox: np.ndarray  # (4,) tight box xywh, image pixels
     joints_img: np.ndarray  # (17, 2) image pixels, H36M17 order (projection of joints_cam)
     joints_cam: np.ndarray  # (17, 3) camera frame, millimetres
     camera: H36MCamera
@@ -243,9 +245,7 @@ class Human36M(TrainingSet):
         AugConfig) replaces the drawn augmentation (tests, visualisation). A missing image is a FileNotFoundError naming
         the file."""
         rng = self.rng(index)
-        sample = self.samples[index]
-        img = self.images.read(sample.img_path, sample.img_width, sample.img_height,
-                               f"Human36M_subject{sample.subject}_data.json")
+        sample, img = self.sample_and_image(index, f"Human36M_subject{self.samples[index].subject}_data.json")
         return self.builder(img, sample.bbox, sample.joints_img, np.ones(len(H36M17)), H36M17, rng, self.augment,
                             joints_cam=sample.joints_cam / 1000.0, smpl_fit=self.camera_fit(index),
                             bbox_scale=sample.bbox_scale, aug=aug, return_geometry=return_geometry)

@@ -35,20 +35,14 @@ from common.body.joint_sets import COCO17, COCO17_PELVIS, add_pelvis_neck
 from common.errors import InputError
 from data.muco import _array
 from data.preprocessing import TEST_AUG, draw_bbox_scale, get_aug_config, process_bbox
-from data.train_sample import SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder, read_json
+from data.train_sample import ImageSample, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder, read_json
 
 NEURALANNOT_SOURCE = ("the NeuralAnnot SMPL fits (https://github.com/mks0601/NeuralAnnot_RELEASE), linked from the "
                       "3DCrowdNet README (https://github.com/hongsukchoi/3DCrowdNet_RELEASE)")
 
 
 @dataclass
-class KeypointSample:
-    ann_id: int
-    image_id: int
-    img_path: str
-    img_width: int
-    img_height: int
-    bbox: np.ndarray  # (4,) tight box xywh, image pixels
+class KeypointSample(ImageSample):
     joints: np.ndarray  # (J, 3) x, y image pixels, 0/1 validity; the dataset's joint_set (keypoints + Pelvis)
     near_joints: list  # [(J, 3)] the other annotated people of the image, same layout
     smpl: dict | None  # {'pose' (72,), 'shape' (10,), 'trans' (3,) metres, 'focal' (2,), 'princpt' (2,)} or None
@@ -182,9 +176,7 @@ class KeypointDataset(TrainingSet):
         AugConfig) replaces the drawn augmentation (tests, visualisation). A missing image is a FileNotFoundError naming
         the file."""
         rng = self.rng(index)
-        sample = self.samples[index]
-        img = self.images.read(sample.img_path, sample.img_width, sample.img_height,
-                               os.path.basename(self.annotation_file))
+        sample, img = self.sample_and_image(index, os.path.basename(self.annotation_file))
         joints, bbox_scale = sample.joints, sample.bbox_scale
         if self.flip_input_order is not None:
             # Draw the crop enlargement and the augmentation exactly as the builder would (same generator, same

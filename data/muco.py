@@ -28,7 +28,7 @@ import numpy as np
 from common.body.joint_sets import H36M17, MUCO21
 from common.errors import InputError
 from data.preprocessing import draw_bbox_scale, process_bbox
-from data.train_sample import SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder, read_json
+from data.train_sample import ImageSample, SMPLFit, TrainingImages, TrainingSet, TrainSampleBuilder, read_json
 
 ANNOTATION_FILE = "MuCo-3DHP.json"
 SMPL_PARAM_FILE = "smpl_param.json"
@@ -50,13 +50,7 @@ _SEED_SALT = zlib.crc32(b"MuCo")
 
 
 @dataclass
-class MuCoSample:
-    ann_id: int
-    image_id: int
-    img_path: str
-    img_width: int
-    img_height: int
-    bbox: np.ndarray  # (4,) tight box xywh, image pixels
+class MuCoSample(ImageSample):
     joints_img: np.ndarray  # (21, 2) image pixels, MUCO21 order
     joints_cam: np.ndarray  # (21, 3) camera frame, millimetres
     focal: np.ndarray  # (2,) image pixels
@@ -208,8 +202,7 @@ class MuCo(TrainingSet):
         """Item `index` of the current epoch; with return_geometry also the crop's SampleGeometry (tests, plots).
         A missing image is a FileNotFoundError naming the file."""
         rng = self.rng(index)
-        sample = self.samples[index]
-        img = self.images.read(sample.img_path, sample.img_width, sample.img_height, ANNOTATION_FILE)
+        sample, img = self.sample_and_image(index, ANNOTATION_FILE)
         fit = None
         if sample.smpl is not None:
             fit = SMPLFit(pose=sample.smpl["pose"], shape=sample.smpl["shape"], trans=sample.smpl["trans"],

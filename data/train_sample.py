@@ -167,6 +167,17 @@ def read_rgb(path, what="image", where=""):
     return img
 
 
+@dataclass
+class ImageSample:
+    """What every training sample records about its person's image (the datasets' sample classes extend it)."""
+    ann_id: int
+    image_id: int
+    img_path: str
+    img_width: int
+    img_height: int
+    bbox: np.ndarray  # (4,) tight box xywh, image pixels
+
+
 def read_json(path, what, where, source):
     """The content of a dataset's JSON file; FileNotFoundError "<what> not found: <path>. It belongs in <where>;
     get it from <source>." if it is missing."""
@@ -197,6 +208,12 @@ class TrainingSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         return self.item(index)
+
+    def sample_and_image(self, index, annotation_file):
+        """(sample, RGB image) of item `index`; a missing image is a FileNotFoundError naming the file and the
+        annotation file that lists it."""
+        sample = self.samples[index]
+        return sample, self.images.read(sample.img_path, sample.img_width, sample.img_height, annotation_file)
 
 
 class TrainingImages:
