@@ -31,6 +31,11 @@ def test_results_per_subset_beside_the_baseline(first_run):
             assert set(entry[label]) == {"mpjpe", "pa_mpjpe", "mpvpe", "n"}
             assert 0 < entry[label]["pa_mpjpe"] <= entry[label]["mpjpe"]
         assert entry["model_blanked_image"]["n"] == entry["model"]["n"]
+    # The ratios checked against the targets are the stored numbers' own.
+    for name, ratios in stored["ratios_to_baseline"].items():
+        for metric, ratio in ratios.items():
+            assert ratio == pytest.approx(results[name]["model"][metric] / results[name]["baseline"][metric])
+    assert set(stored["target_ratios"]) == {"mpjpe", "pa_mpjpe"}
     # The preset gates the image; the gate's value and what "blanked" means are stored beside the numbers.
     assert isinstance(stored["image_use"]["gate"], float) and stored["image_use"]["blanked_image"]
     assert all(0 <= c <= 1 for c in stored["image_use"]["blanked_fill_rgb"])
