@@ -50,11 +50,12 @@ def test_occlusion_map_writes_the_picture_and_the_error_grid(scene, tmp_path):
                                *scene["overrides"]])
     assert code == 0
     picture = cv2.imread(str(out))
-    crop = 128 * occlusion_map.PANEL_SCALE  # the embedded model's 128 px crop
-    assert picture.shape[0] > crop and picture.shape[1] > len(occlusion_map.GROUPS) * crop
+    side = load_config("embedded").input_img_shape[0]  # the embedded model's crop
+    assert picture.shape[0] > side * occlusion_map.PANEL_SCALE
+    assert picture.shape[1] > len(occlusion_map.GROUPS) * side * occlusion_map.PANEL_SCALE
     saved = np.load(out.with_suffix(".npz"))
     patch = int(saved["patch"])
-    assert patch == 32  # a quarter of the crop's side
+    assert patch == side // 4  # a quarter of the crop's side
     corners = saved["top_left"]
     assert corners.shape == (7, 7, 2) and saved["errors"].shape == (7, 7, len(occlusion_map.GROUPS))
     errors = saved["errors"]
