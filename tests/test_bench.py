@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from main.config import load_config
 from tools import bench
 
 # One thread: the tests check function, not speed, and two threads on a busy two-core machine are many times slower.
@@ -132,7 +133,10 @@ def test_embedded_step_runs_the_presets_step(full_run):
     step = full_run[1]["sections"]["embedded_step"]
     # make demo's configuration: its network and amp dtype (the batch is --batch under --quick).
     assert (step["preset"], step["amp"], step["ceiling_dtype"], step["batch"]) == ("embedded", "bf16", "bfloat16", 2)
-    assert step["model"]["resnet_type"] == 18 and step["model"]["input_img_shape"] == [128, 128]
+    preset = load_config("embedded")
+    assert step["model"]["resnet_type"] == preset.resnet_type
+    assert step["model"]["input_img_shape"] == list(preset.input_img_shape)
+    assert step["model"]["hidden_dim"] == preset.hidden_dim
     assert step["step_s"] == pytest.approx(statistics.median(step["all_step_s"]))
     assert len(step["reference_gflops"]) == len(step["all_step_s"]) == 2
 

@@ -112,7 +112,7 @@ from main.config import Config, load_config
 from tools.check_parity import write_body_model_files
 from tools.parity_fixture import body_model as random_body_model
 
-# --quick: a small model on the embedded default's geometry (main/configs/embedded.yaml: 128 x 128 crop, 32^3 grid).
+# --quick: a small model on a small geometry (128 x 128 crop, 32^3 grid).
 QUICK_MODEL = {"resnet_type": 18, "hidden_dim": 64, "nheads": 4, "dim_feedforward": 128,
                "voxel_dim_feedforward": 128, "enc_layers": 1, "dec_layers": 2, "input_img_shape": (128, 128),
                "output_hm_shape": (32, 32, 32), "princpt": (64.0, 64.0), "sigma": 1.25}
