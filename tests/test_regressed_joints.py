@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from common.body.body_model import SMPLLayer
-from common.body.regressed_joints import RegressedJoints, axis_angle_to_matrix
+from common.body.regressed_joints import RegressedJoints
 from tests.test_body_model import random_smpl_arrays
 
 
@@ -25,8 +25,3 @@ def test_equals_the_regressor_applied_to_the_smpl_layers_mesh():
     # smplx computes the rotation angle as |axis-angle + 1e-8|, hence the 1e-7 m rather than float64 noise.
     np.testing.assert_allclose(joints, expected, atol=1e-7)
 
-
-def test_axis_angle_to_matrix_rotates_about_the_axis():
-    rotation = axis_angle_to_matrix(np.array([0.0, 0.0, np.pi / 2]))
-    np.testing.assert_allclose(rotation @ np.array([1.0, 0.0, 0.0]), [0.0, 1.0, 0.0], atol=1e-12)
-    np.testing.assert_allclose(axis_angle_to_matrix(np.zeros(3)), np.eye(3))

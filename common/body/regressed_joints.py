@@ -13,21 +13,11 @@ shapedirs and posedirs once leaves per pose about 0.5 M multiply-adds for 30 joi
 mesh; the result equals regressor @ SMPLLayer(pose, betas, transl) up to floating-point rounding (float64 here).
 """
 import numpy as np
+import torch
 from scipy import sparse
 
 from common.body.body_model import NUM_BETAS, NUM_JOINTS
-
-
-def axis_angle_to_matrix(rotvec):
-    """Rodrigues' formula: (..., 3) axis-angle radians -> (..., 3, 3) rotation matrices, float64."""
-    rotvec = np.asarray(rotvec, dtype=np.float64)
-    angle = np.linalg.norm(rotvec, axis=-1, keepdims=True)
-    axis = rotvec / np.maximum(angle, 1e-12)
-    x, y, z = np.moveaxis(axis, -1, 0)
-    zero = np.zeros_like(x)
-    cross = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], axis=-1).reshape(*rotvec.shape[:-1], 3, 3)
-    sin, cos = np.sin(angle)[..., None], np.cos(angle)[..., None]
-    return np.eye(3) + sin * cross + (1.0 - cos) * (cross @ cross)
+from common.geometry import axis_angle_to_rotmat
 
 
 class RegressedJoints:
@@ -69,7 +59,7 @@ class RegressedJoints:
         metres: the regressor applied to the posed mesh."""
         poses = np.asarray(poses, dtype=np.float64).reshape(-1, NUM_JOINTS, 3)
         betas = np.asarray(betas, dtype=np.float64).reshape(NUM_BETAS)
-        rotations = axis_angle_to_matrix(poses)  # (B, 24, 3, 3)
+        rotations = axis_angle_to_rotmat(torch.from_numpy(poses)).numpy()  # (B, 24, 3, 3)
         pose_feature = (rotations[:, 1:] - np.eye(3)).reshape(len(poses), -1)  # (B, 207), SMPL's ordering
         pose_offsets = (self.pose_dirs.reshape(-1, pose_feature.shape[1]) @ pose_feature.T).T
         posed = (self.template + self.shape_dirs @ betas)[None] + pose_offsets.reshape(len(poses),
