@@ -131,6 +131,12 @@ class Config:
     # Adam moves a parameter by about its learning rate per step, so at lr 1e-4 the gate cannot open beyond ~0.1 in
     # a run of a thousand steps.
     lr_image_gate: float = 0.0
+    # Optional pretext stage for training from scratch (not in the paper): the first image_only_steps steps give the
+    # network no input pose, so that the backbone learns to find the body in the image before the pose arrives.
+    image_only_steps: int = 0
+    # Optional (not in the paper): after that stage, each training sample's input pose is withheld with this
+    # probability, so that the image stays a source of the pose throughout training.
+    image_only_prob: float = 0.0
     warmup_steps: int = 0  # linear learning-rate warm-up over the first steps (0 = none, the official recipe)
     # Optional fixed multipliers of the supervised loss terms before the learned uncertainty weighting, e.g.
     # {body_joint_cam: 1.0, smpl_shape: 0.05}; a term not named keeps 1 (the official recipe: all 1). The names are
@@ -238,10 +244,9 @@ class Config:
                      "train_batch_size", "test_batch_size", "end_epoch", "print_every", "intra_anchors",
                      "intra_positives", "intra_negatives", "inter_anchors", "inter_positives", "inter_negatives"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr_backbone", "lr_transformer", "lr_image_gate", "warmup_steps", "weight_decay", "max_norm",
-                     "total_steps",
-                     "num_thread", "eval_every_steps", "intra_weight", "inter_weight", "save_every_steps",
-                     "save_every_minutes"):
+        for name in ("lr_backbone", "lr_transformer", "lr_image_gate", "image_only_steps", "warmup_steps",
+                     "weight_decay", "max_norm", "total_steps", "num_thread", "eval_every_steps", "intra_weight",
+                     "inter_weight", "save_every_steps", "save_every_minutes"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(all(w >= 0 for w in self.loss_multipliers.values()),
              f"loss_multipliers must be >= 0, got {self.loss_multipliers}")
@@ -251,6 +256,7 @@ class Config:
         need(0 <= self.max_bad_samples_fraction <= 1,
              f"max_bad_samples_fraction must be in [0, 1], got {self.max_bad_samples_fraction}")
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        need(0 <= self.image_only_prob <= 1, f"image_only_prob must be in [0, 1], got {self.image_only_prob}")
         need(0 <= self.input_joint_mask_prob <= 1,
              f"input_joint_mask_prob must be in [0, 1], got {self.input_joint_mask_prob}")
         need(self.pose_head in POSE_HEADS, f"pose_head must be one of {POSE_HEADS}, got {self.pose_head!r}")

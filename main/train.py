@@ -364,7 +364,8 @@ def train(cfg):
             step, stop_requested = train_one_epoch(
                 ddp, loader, optimizer, scaler, device=world.device, step=step, amp=cfg.amp, max_norm=cfg.max_norm,
                 total_steps=last_step, stop=stop, on_step=on_step, progress=world.is_main,
-                desc=f"epoch {epoch}", warmup_steps=cfg.warmup_steps, bad_samples=bad_samples)
+                desc=f"epoch {epoch}", warmup_steps=cfg.warmup_steps, bad_samples=bad_samples,
+                image_only_steps=cfg.image_only_steps, image_only_prob=cfg.image_only_prob)
             broadcast_buffers(model)
             if not stop_requested and (step % steps_per_epoch == 0 or step == last_step):
                 maybe_evaluate(step)  # after every epoch and at the end (spec 4.6)

@@ -356,3 +356,23 @@ def test_fast_inference_off_evaluates_the_plain_model_to_the_same_metrics(data_d
     assert results[True]["n"] == results[False]["n"] == 4
     for metric in ("mpjpe", "pa_mpjpe", "mpvpe"):  # BN folding changes float32 rounding only
         assert results[False][metric] == pytest.approx(results[True][metric], rel=1e-5, abs=1e-3)
+
+
+def test_image_only_steps_mask_the_input_pose_for_the_first_global_steps():
+    class MaskRecorder(ToyObjective):
+        seen = []
+
+        def forward(self, inputs, targets, meta):
+            self.seen.append(float(inputs["joints_mask"].sum()))
+            return super().forward(inputs, targets, meta)
+
+    loader = [({"x": torch.ones(3), "joints_mask": torch.ones(30, 1)}, {}, {}) for _ in range(4)]
+    for start, expected in ((0, [0.0, 0.0, 30.0, 30.0]), (1, [0.0, 30.0, 30.0, 30.0])):
+        objective = MaskRecorder()
+        objective.seen = []
+        train_one_epoch(objective, loader, torch.optim.SGD(objective.parameters(), lr=0.1),
+                        torch.amp.GradScaler("cpu", enabled=False), device=torch.device("cpu"), step=start,
+                        image_only_steps=2, progress=False)
+        # Counted in global steps, so a resumed run continues the stage where it stopped.
+        assert objective.seen == expected
+        assert loader[0][0]["joints_mask"].sum() == 30  # the batch itself is not modified

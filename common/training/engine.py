@@ -158,9 +158,22 @@ class StopRequest:
         return self.signal is not None
 
 
+def withhold_input_pose(inputs, all_samples, prob):
+    """`inputs` with the input pose masked out (joints_mask 0) for every sample if `all_samples`, else for each
+    sample with probability `prob` (drawn from the global generator, whose state checkpoints save)."""
+    if all_samples:
+        return {**inputs, "joints_mask": torch.zeros_like(inputs["joints_mask"])}
+    if prob > 0:
+        mask = inputs["joints_mask"]
+        keep = torch.rand(mask.shape[0], device=mask.device) >= prob
+        return {**inputs, "joints_mask": mask * keep.view(-1, *([1] * (mask.dim() - 1))).to(mask.dtype)}
+    return inputs
+
+
 def train_one_epoch(objective, loader, optimizer, scaler, *, device, step, amp="off", max_norm=0.0,
                     total_steps=0, stop=None, on_step=None, log=None, progress=True, desc="train", warmup_steps=0,
-                    bad_samples=None):
+                    bad_samples=None, image_only_steps=0,
+                    image_only_prob=0.0):
     """Optimiser steps over `loader` (one epoch, or what is left of it after a resume).
 
     objective: TrainingObjective, possibly DDP-wrapped; step: global step count before the first batch;
@@ -169,6 +182,9 @@ def train_one_epoch(objective, loader, optimizer, scaler, *, device, step, amp="
     warmup_steps: linear lr warm-up over the first global steps (apply_warmup);
     on_step(step, terms): called after every applied step (evaluation, checkpoints, logging);
     bad_samples: data.skip_unreadable.BadSampleCount or None; it takes each batch's record of skipped samples.
+    image_only_steps: for the global steps before it, the network gets no input pose (every joint masked), so it
+    learns from the image alone; a pretext stage for training from scratch (not in the paper);
+    image_only_prob: afterwards, each sample's input pose is withheld with this probability (not in the paper).
     A non-finite loss on any process raises NonFiniteLossError on every process before backward, so the step
     is not applied; too many skipped samples on any process raise bad_samples.error() on every process.
     Returns (step, stop_requested): stop_requested is True when a process received SIGINT/SIGTERM (the same answer
@@ -181,6 +197,7 @@ def train_one_epoch(objective, loader, optimizer, scaler, *, device, step, amp="
         if bad_samples is not None:
             bad_samples.take(meta)
         inputs, targets, meta = to_device((inputs, targets, meta), device)
+        inputs = withhold_input_pose(inputs, step < image_only_steps, image_only_prob)
         with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             total, terms = objective(inputs, targets, meta)
         # One collective per step: every process learns whether any process saw a non-finite loss or too many
