@@ -1,8 +1,7 @@
 """Fast CPU dropout for training (the `fast_cpu_dropout` config key). On the CPU, random numbers dominate the cost of
 dropout (torch.rand and bernoulli_ spend one Mersenne-Twister draw per element); `drop_mask` cuts each 64-bit draw into
 four 16-bit ones. The masks are drawn from a different random stream than F.dropout's, so a run with the key off is
-reproducible but not bitwise equal to one with it on. The same key computes training-time attention on short
-sequences as an explicit product (`attend`), whose backward is faster than the fused CPU kernel's there.
+reproducible but not bitwise equal to one with it on.
 """
 import math
 
@@ -40,24 +39,13 @@ class Dropout(nn.Dropout):
         return dropout(x, self.p, self.training)
 
 
-# Up to this many keys, the explicit product is faster than PyTorch's fused CPU attention when gradients are needed:
-# its backward took 2.1 ms against 0.5 ms for the embedded preset's 18 queries and keys (batch 16, 4 heads of 32,
-# bf16, 2 threads, AMD EPYC), 11.6 against 4.9 ms at 128; at 512 they are even.
-EXPLICIT_MAX_KEYS = 256
-
-
 def attend(q, k, v, dropout_p=0.0):
-    """F.scaled_dot_product_attention(q, k, v, dropout_p) (q (B, heads, Lq, d), k/v (B, heads, Lk, d)), computed on
-    the CPU as an explicit product where that is faster: with dropout, PyTorch's CPU attention falls back to its
-    unfused path and draws the mask element by element (12x the fused kernel's time for the voxel encoder's 512
-    tokens), so the mask comes from `drop_mask`; without dropout, for training on short sequences (up to
-    EXPLICIT_MAX_KEYS keys), the fused kernel's backward is slower than the product's."""
-    short_training = torch.is_grad_enabled() and q.requires_grad and k.shape[-2] <= EXPLICIT_MAX_KEYS
-    if q.device.type != "cpu" or (dropout_p == 0 and not short_training):
+    """F.scaled_dot_product_attention(q, k, v, dropout_p) (q (B, heads, Lq, d), k/v (B, heads, Lk, d)). With dropout,
+    PyTorch's CPU attention falls back to its unfused path and draws the mask element by element (12x the fused
+    kernel's time for the voxel encoder's 512 tokens); this is the same computation with the mask of `drop_mask`."""
+    if dropout_p == 0 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
-    if dropout_p == 0:
-        return weights @ v
     weights = weights.masked_fill(drop_mask(weights.shape, dropout_p, weights.device), 0.0)
     return (weights @ v) * (1.0 / (1.0 - dropout_p))  # the 1 / (1 - p) on the 16x smaller output
 
