@@ -139,6 +139,20 @@ def test_embedded_step_runs_the_presets_step(full_run):
     assert step["model"]["hidden_dim"] == preset.hidden_dim
     assert step["step_s"] == pytest.approx(statistics.median(step["all_step_s"]))
     assert len(step["reference_gflops"]) == len(step["all_step_s"]) == 2
+    # The convolutions timed alone: every one of the network's, with the FLOPs of forward and backward (no gradient
+    # for the image), which sum to the forward count's convolution FLOPs times 3 less the image's gradient.
+    convs = step["convolutions"]
+    names = [row["name"] for row in convs["rows"]]
+    assert "backbone.conv1" in names and "backbone.layer4.1.conv2" in names and "pose2feat.conv.0" in names
+    assert len(names) == len(set(names))
+    first = convs["rows"][names.index("backbone.conv1")]
+    assert first["input_shape"] == [2, 3, *preset.input_img_shape]
+    assert convs["flops"] == sum(row["flops"] for row in convs["rows"])
+    assert convs["flops"] == 3 * step["forward_conv_flops"] - first["flops"] / 2
+    assert convs["seconds"] == pytest.approx(sum(row["seconds"] for row in convs["rows"]))
+    assert all(positive(row["seconds"]) and positive(row["fraction_of_ceiling"]) for row in convs["rows"])
+    # Convolutions at the ceiling can only raise the step's fraction.
+    assert convs["step_fraction_with_convolutions_at_ceiling"] > step["fraction_of_ceiling"] * 0.999
 
 
 def test_data_and_eval_throughput(full_run):

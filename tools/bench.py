@@ -95,6 +95,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from common.body.body_model import joint_regressor_30, load_smpl
@@ -559,6 +560,45 @@ def bench_train_step(cfg, args, device, done):
     return result, table
 
 
+def convolutions_alone(model, inputs, amp_dtype, device, args):
+    """Each convolution of `model`, timed alone at the shapes of a training step (forward and backward, the input's
+    gradient too except for the image's, under the step's autocast): where the step's convolution time goes and how
+    close the library's kernels come to the matmul ceiling on these shapes. Returns ({'seconds', 'flops'} of all of
+    them, [per-convolution rows])."""
+    convs = {m: name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))}
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, inp, out: seen.append((m, inp[0]))) for m in convs]
+    try:
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                             enabled=amp_dtype is not None):
+            model(inputs["img"], inputs["joints"], inputs["joints_mask"])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    rows, calls = [], {}
+    for module, seen_input in seen:
+        x = torch.randn(seen_input.shape, device=device).contiguous(
+            memory_format=torch.channels_last if seen_input.dim() == 4 else torch.contiguous_format)
+        x.requires_grad_(seen_input is not inputs["img"] and convs[module] != "backbone.conv1")
+
+        def call(module=module, x=x):
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                y = module(x)
+            y.backward(torch.ones_like(y))
+
+        with torch.no_grad():
+            forward_flops = count_flops(lambda module=module, x=x: module(x))["total"]
+        # Backward: the weight's gradient, and the input's where it is needed, each as many FLOPs as the forward.
+        rows.append({"name": convs[module], "input_shape": list(x.shape),
+                     "flops": forward_flops * (3 if x.requires_grad else 2)})
+        calls[convs[module]] = call
+    wall, _ = time_interleaved(calls, args.warmup, max(args.steps, 5), device)
+    for row in rows:
+        row["seconds"] = statistics.median(wall[row["name"]])
+    model.zero_grad(set_to_none=True)
+    return {"seconds": sum(r["seconds"] for r in rows), "flops": sum(r["flops"] for r in rows)}, rows
+
+
 def bench_embedded_step(cfg, args, device, done):
     embedded = embedded_config(cfg)
     batch = args.batch if args.quick else embedded.train_batch_size
@@ -600,10 +640,22 @@ def bench_embedded_step(cfg, args, device, done):
     step_s = statistics.median(wall[name])
     gflops = 3 * flops["total"] / step_s / 1e9
     isa = machine_kind()["isa"]
+    convs, conv_rows = convolutions_alone(model, inputs, amp_dtype, device, args)
+    ceiling = _ceiling(done, dtype_name)
+    for row in conv_rows:
+        row["fraction_of_ceiling"] = _fraction(row["flops"] / row["seconds"] / 1e9, ceiling)
+    # The step's fraction if every convolution ran at the ceiling and the rest of the step took as long as now.
+    at_ceiling_s = None if ceiling is None else step_s - convs["seconds"] + convs["flops"] / ceiling / 1e9
     result = {
+        "convolutions": {**convs, "share_of_step": convs["seconds"] / step_s,
+                         "fraction_of_ceiling": _fraction(convs["flops"] / convs["seconds"] / 1e9, ceiling),
+                         "step_fraction_with_convolutions_at_ceiling":
+                             None if at_ceiling_s is None else _fraction(gflops * step_s / at_ceiling_s, ceiling),
+                         "rows": conv_rows},
         "preset": EMBEDDED_PRESET, "model": model_summary(embedded), "batch": batch, "amp": embedded.amp,
         "ceiling_dtype": dtype_name, "with_contrastive": embedded.with_contrastive, "max_norm": embedded.max_norm,
-        "forward_flops_per_image": flops["total"] / batch, "step_s": step_s, "min_step_s": min(wall[name]),
+        "forward_flops_per_image": flops["total"] / batch, "forward_conv_flops": flops["conv"],
+        "step_s": step_s, "min_step_s": min(wall[name]),
         "cpu_s": statistics.median(cpu[name]), "images_per_s": batch / step_s, "gflops": gflops,
         "fraction_of_ceiling": _fraction(gflops, _ceiling(done, dtype_name)),
         "paired_fraction": paired_fraction(3 * flops["total"], wall[name], reference_gflops),
@@ -618,6 +670,19 @@ def bench_embedded_step(cfg, args, device, done):
              f"  step {step_s:.3f} s median ({result['min_step_s']:.3f} min), {result['images_per_s']:.1f} images/s, "
              f"{gflops:.1f} GFLOP/s = {_fmt(result['fraction_of_ceiling'], '.2f')} of the {dtype_name} ceiling; "
              f"{result['paired_fraction']:.3f} of the {dtype_name} matmul timed in the same rounds"]
+    c = result["convolutions"]
+    def time_lost(row):  # seconds beyond what the row's FLOPs take at the ceiling
+        return row["seconds"] - (0.0 if ceiling is None else row["flops"] / ceiling / 1e9)
+
+    slowest = sorted(conv_rows, key=time_lost, reverse=True)[:4]
+    table += [f"  its {len(conv_rows)} convolutions, each timed alone at the step's shapes: "
+              f"{c['seconds'] * 1e3:.0f} ms "
+              f"({c['share_of_step']:.0%} of the step), {_fmt(c['fraction_of_ceiling'], '.2f')} of the {dtype_name} "
+              f"ceiling; with all of them at the ceiling the step would reach "
+              f"{_fmt(c['step_fraction_with_convolutions_at_ceiling'], '.2f')}",
+              "  most time beyond the ceiling: " + ", ".join(
+                  f"{r['name']} {tuple(r['input_shape'][1:])} {r['seconds'] * 1e3:.1f} ms "
+                  f"({_fmt(r['fraction_of_ceiling'], '.2f')})" for r in slowest)]
     return result, table
 
 
