@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.training.engine import NonFiniteLossError, train_one_epoch
+from common.training.engine import NonFiniteLossError, train_one_epoch, withhold_input_pose
 from main import test as test_main
 from main import train as train_main
 from tests.tiny_world import assert_same_state, tiny_overrides, write_tiny_world
@@ -376,3 +376,14 @@ def test_image_only_steps_mask_the_input_pose_for_the_first_global_steps():
         # Counted in global steps, so a resumed run continues the stage where it stopped.
         assert objective.seen == expected
         assert loader[0][0]["joints_mask"].sum() == 30  # the batch itself is not modified
+
+
+def test_image_only_prob_withholds_whole_input_poses_at_its_rate():
+    torch.manual_seed(5)
+    inputs = {"img": torch.zeros(4000, 1), "joints_mask": torch.ones(4000, 30, 1)}
+    kept = withhold_input_pose(inputs, False, 0.25)["joints_mask"].sum(dim=(1, 2))
+    assert set(kept.tolist()) == {0.0, 30.0}  # a sample keeps every joint of its pose or none
+    assert abs((kept == 0).float().mean().item() - 0.25) < 0.03  # 4000 draws: standard error 0.007
+    assert withhold_input_pose(inputs, False, 0.0) is inputs
+    assert withhold_input_pose(inputs, False, 1.0)["joints_mask"].sum() == 0
+    assert inputs["joints_mask"].sum() == 4000 * 30  # the batch itself is not modified

@@ -576,10 +576,10 @@ def convolutions_alone(model, inputs, amp_dtype, device, args):
         for hook in hooks:
             hook.remove()
     rows, calls = [], {}
-    for module, seen_input in seen:
+    for index, (module, seen_input) in enumerate(seen):
         x = torch.randn(seen_input.shape, device=device).contiguous(
             memory_format=torch.channels_last if seen_input.dim() == 4 else torch.contiguous_format)
-        x.requires_grad_(seen_input is not inputs["img"] and convs[module] != "backbone.conv1")
+        x.requires_grad_(index > 0)  # the first convolution takes the image, which needs no gradient
 
         def call(module=module, x=x):
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -671,6 +671,7 @@ def bench_embedded_step(cfg, args, device, done):
              f"{gflops:.1f} GFLOP/s = {_fmt(result['fraction_of_ceiling'], '.2f')} of the {dtype_name} ceiling; "
              f"{result['paired_fraction']:.3f} of the {dtype_name} matmul timed in the same rounds"]
     c = result["convolutions"]
+
     def time_lost(row):  # seconds beyond what the row's FLOPs take at the ceiling
         return row["seconds"] - (0.0 if ceiling is None else row["flops"] / ceiling / 1e9)
 

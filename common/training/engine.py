@@ -172,8 +172,7 @@ def withhold_input_pose(inputs, all_samples, prob):
 
 def train_one_epoch(objective, loader, optimizer, scaler, *, device, step, amp="off", max_norm=0.0,
                     total_steps=0, stop=None, on_step=None, log=None, progress=True, desc="train", warmup_steps=0,
-                    bad_samples=None, image_only_steps=0,
-                    image_only_prob=0.0):
+                    bad_samples=None, image_only_steps=0, image_only_prob=0.0):
     """Optimiser steps over `loader` (one epoch, or what is left of it after a resume).
 
     objective: TrainingObjective, possibly DDP-wrapped; step: global step count before the first batch;
