@@ -657,7 +657,7 @@ def bench_embedded_step(cfg, args, device, done):
         "forward_flops_per_image": flops["total"] / batch, "forward_conv_flops": flops["conv"],
         "step_s": step_s, "min_step_s": min(wall[name]),
         "cpu_s": statistics.median(cpu[name]), "images_per_s": batch / step_s, "gflops": gflops,
-        "fraction_of_ceiling": _fraction(gflops, _ceiling(done, dtype_name)),
+        "fraction_of_ceiling": _fraction(gflops, ceiling),
         "paired_fraction": paired_fraction(3 * flops["total"], wall[name], reference_gflops),
         "reference_gflops": reference_gflops, "all_step_s": wall[name], "all_cpu_s": cpu[name],
         # Whether the CPU computes bf16 products natively (AVX-512 BF16 or AMX); the bf16 target applies only there.
