@@ -10,6 +10,8 @@
     <out>/3DPW/3DPW_latest_validation.json                'crowd' split (sequences courtyard_{hug,dancing}_00_synth)
     <out>/3DPW/3DPW_validation_crowd_hhrnet_result.json   detector-like COCO-17 poses of the crowd people
     <out>/MuCo/MuCo-3DHP.json, smpl_param.json, images/   'train' split in the MuCo-3DHP format (spec 5.3)
+    <out>/MSCOCO/annotations/person_keypoints_train2017.json, MSCOCO_train_SMPL_NeuralAnnot.json, images/train2017/
+                                                          the same training people as a 2D set in the MSCOCO format
     <out>/manifest.json                                   seed, sizes, generator version, counts, complete flag
 
 Scenes (one image each): a pinhole camera 1.0-1.8 m above a flat floor, pitched slightly down; a procedural
@@ -22,7 +24,11 @@ person. Everything is rendered with the z-buffer renderer (common.renderer), so 
 Who is annotated: in the 3DPW-style splits every person whose occlusion ratio is at most 0.85 (train: 0.7) and who
 has enough visible joints; the others stay in the image as unannotated bystanders, as in real footage. The MuCo
 loader keeps only the person closest to the camera, who is rarely occluded; so the training split annotates one
-person per image, drawn among the annotatable ones, which gives occluded training samples too.
+person per image, drawn among the annotatable ones, which gives occluded training samples too. The paper trains on
+3D and 2D sets together (spec 4.4); the MSCOCO-format copy of the training split is its 2D set: the same people's
+17 keypoints with COCO visibility flags (hidden keypoints labelled only half of the time, writers.COCO_HIDDEN_LABELLED)
+and their SMPL parameters as NeuralAnnot fits. Its input poses thus have the face keypoints the test detectors
+report, lack the joints they do not (head top, hands, toes), and miss hidden joints as the detectors do.
 
 Per person: SMPL parameters in the camera frame (x right, y down, z forward, metres), the tight amodal box, the
 z-buffer visibility of the 30 joints, occlusion ratios (hidden share of the amodal silhouette, split into hidden
@@ -43,7 +49,7 @@ same OpenCV build).
 The parts, one concept per module: embedded.poses (pose and shape priors), embedded.camera (camera and world frame),
 embedded.bodies (the SMPL function in numpy, clothing regions), embedded.textures, embedded.scene (people and
 objects placed, who is annotated), embedded.render (background, z-buffer composition, occlusion labels),
-embedded.detections (detector noise and failures), embedded.writers (the 3DPW and MuCo files). This module runs
+embedded.detections (detector noise and failures), embedded.writers (the 3DPW, MuCo and MSCOCO files). This module runs
 them over the splits, in worker processes if asked, and keeps the manifest.
 """
 import concurrent.futures
@@ -65,7 +71,7 @@ from embedded.scene import DEFAULT_IMAGE_SIZE
 from embedded.writers import write_json, write_pw3d_split, write_train_split
 
 GENERATOR_NAME = "jotr-synthetic"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the MSCOCO-format copy of the training split
 MANIFEST_FILE = "manifest.json"
 
 # Subset rules (3DPW-OC / 3DPW-PC analogues): share of a person's amodal silhouette hidden by objects / people.
@@ -162,7 +168,7 @@ def _settings(seed, n_train, n_test, n_crowd, image_size, detector_failures):
             "image_size": [int(image_size[0]), int(image_size[1])], "detector_failures": bool(detector_failures)}
 
 
-_OUTPUTS = ("body_models", "3DPW", "MuCo")
+_OUTPUTS = ("body_models", "3DPW", "MuCo", "MSCOCO")
 
 
 def read_manifest(out_dir):
@@ -196,8 +202,8 @@ def generate(out_dir, seed=0, n_train=2000, n_test=500, n_crowd=100, image_size=
 
     n_train / n_test / n_crowd: images per split (train: one annotated person each; test and crowd: every
     annotatable person); image_size (H, W) pixels. When `out_dir` already holds a complete output of the same
-    settings (manifest match), nothing is regenerated unless `force`. A directory with a body_models/, 3DPW/ or
-    MuCo/ that this generator did not write is refused. `log`: optional callable(str) for progress messages.
+    settings (manifest match), nothing is regenerated unless `force`. A directory with a body_models/, 3DPW/, MuCo/
+    or MSCOCO/ that this generator did not write is refused. `log`: optional callable(str) for progress messages.
     workers: processes rendering images in parallel (the output is the same for any number).
     detector_failures: the test and crowd input poses also fail on hidden joints as detectors do
     (occlusion_failures: reported on the occluder, missed, left/right swapped); images and ground truth unchanged.
@@ -237,9 +243,12 @@ def generate(out_dir, seed=0, n_train=2000, n_test=500, n_crowd=100, image_size=
                       "occlusion_levels": _occlusion_counts(test_anns)}
     counts["crowd"] = {"images": len(crowd_images), "annotations": len(crowd_anns),
                        "occlusion_levels": _occlusion_counts(crowd_anns)}
-    train_images, train_anns, fits = _merge(chunks["train"]) if n_train else ([], [], {})
+    train_images, train_anns, fits, coco_anns, coco_fits = _merge(chunks["train"]) if n_train else ([], [], {}, [], {})
     write_json(out / "MuCo" / "MuCo-3DHP.json", _coco(train_images, train_anns))
     write_json(out / "MuCo" / "smpl_param.json", fits)
+    coco_images = [{k: image[k] for k in ("id", "file_name", "width", "height")} for image in train_images]
+    write_json(out / "MSCOCO" / "annotations" / "person_keypoints_train2017.json", _coco(coco_images, coco_anns))
+    write_json(out / "MSCOCO" / "annotations" / "MSCOCO_train_SMPL_NeuralAnnot.json", coco_fits)
     counts["train"] = {"images": len(train_images), "annotations": len(train_anns),
                        "occlusion_levels": _occlusion_counts(train_anns)}
     empty = [name for name, count in (("3DPW_oc.json", counts["test"]["3dpw-oc"]),

@@ -1,5 +1,6 @@
-"""The synthetic scenes written in the real on-disk formats: 3DPW-style test and crowd splits (data.pw3d reads them)
-and the MuCo-3DHP-style training split (data.muco), plus a `synthetic` field with what the real formats lack."""
+"""The synthetic scenes written in the real on-disk formats: 3DPW-style test and crowd splits (data.pw3d reads them),
+the MuCo-3DHP-style training split (data.muco) and the same training scenes as an MSCOCO-style 2D split
+(data.mscoco), plus a `synthetic` field with what the real formats lack."""
 import json
 import os
 
@@ -76,10 +77,40 @@ def muco_annotation(person, ann_id, image_id, bodies, camera):
     return ann, fit
 
 
-def _write_jpeg(path, image):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92]):
-        raise OSError(f"could not write image {path}")
+# An annotator labels a keypoint hidden behind another surface (COCO visibility 1) only when they can place it; the
+# others stay unlabelled (visibility 0), as do keypoints outside the image. The share is a documented choice.
+COCO_HIDDEN_LABELLED = 0.5
+
+
+def coco_annotation(rng, person, ann_id, image_id, image_size, camera):
+    """One MSCOCO-format annotation of `person` (17 keypoints [x, y, v] flat in COCO17 order, noise-free projected
+    joints; v = 2 visible, 1 hidden but labelled, 0 unlabelled with x = y = 0) and its NeuralAnnot-format fit
+    ({'smpl_param', 'cam_param'}: the same SMPL parameters as the MuCo file, with the image's camera)."""
+    height, width = image_size
+    xy = person.joints_img[COCO_IN_SMPL30]
+    visible = person.visible[COCO_IN_SMPL30]
+    inside = person.in_image[COCO_IN_SMPL30] & (xy[:, 0] >= 0) & (xy[:, 0] <= width - 1) & \
+        (xy[:, 1] >= 0) & (xy[:, 1] <= height - 1)
+    labelled_hidden = rng.random(len(xy)) < COCO_HIDDEN_LABELLED
+    v = np.where(visible & inside, 2, np.where(inside & labelled_hidden, 1, 0))
+    keypoints = np.concatenate([np.where(v[:, None] > 0, xy, 0.0), v[:, None]], axis=1)
+    ann = {"id": ann_id, "image_id": image_id, "bbox": _round(person.bbox, 3), "iscrowd": 0, "category_id": 1,
+           "num_keypoints": int((v > 0).sum()), "keypoints": _round(keypoints.reshape(-1), 4),
+           "synthetic": _synthetic_fields(person)}
+    focal, princpt = _camera_fields(camera)
+    fit = {"smpl_param": {"pose": person.pose.tolist(), "shape": person.betas.tolist(), "trans": person.trans.tolist()},
+           "cam_param": {"focal": focal, "princpt": princpt}}
+    return ann, fit
+
+
+def _write_jpeg(paths, image):
+    """`image` (H, W, 3) RGB uint8 as one JPEG, written to each of `paths`."""
+    ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:
+        raise OSError(f"could not encode image {paths[0]}")
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.tobytes())
 
 
 def write_json(path, content):
@@ -130,7 +161,7 @@ def write_pw3d_split(out, split, indices, seed, bodies, image_size, log, detecto
             image_id = index + 1
             sequence = f"synthetic_test_{index // TEST_SEQUENCE_LENGTH:02d}"
         file_name = f"image_{index:06d}.jpg"
-        _write_jpeg(out / "3DPW" / "imageFiles" / sequence / file_name, scene.image)
+        _write_jpeg([out / "3DPW" / "imageFiles" / sequence / file_name], scene.image)
         focal, princpt = _camera_fields(scene.camera)
         images.append({"id": image_id, "file_name": file_name, "sequence": sequence, "width": image_size[1],
                        "height": image_size[0], "cam_param": {"focal": focal, "princpt": princpt},
@@ -152,17 +183,18 @@ def write_pw3d_split(out, split, indices, seed, bodies, image_size, log, detecto
 
 
 def write_train_split(out, indices, seed, bodies, image_size, log):
-    """Images `indices` of the MuCo-format training split (files written): one annotation per image (a random
-    annotatable person, often occluded), so the loader's closest-person rule keeps it. Returns (images,
-    annotations, SMPL fits by annotation id)."""
+    """Images `indices` of the training split (files written), in two formats: MuCo-3DHP with one annotation per
+    image (a random annotatable person, often occluded), so the loader's closest-person rule keeps it, and MSCOCO
+    with the same person's 2D keypoints (coco_annotation). Returns (images, annotations, SMPL fits by annotation id)
+    of the MuCo files and (annotations, NeuralAnnot fits by annotation id) of the MSCOCO files."""
     spec = SPLITS["train"]
-    images, annotations, fits = [], [], {}
+    images, annotations, fits, coco_annotations, coco_fits = [], [], {}, [], {}
     for done, index in enumerate(indices, 1):
         rng = np.random.default_rng([seed, spec.split_id, index])
         scene = make_scene(rng, bodies, "train", image_size)
         image_id = index + 1
         file_name = f"images/{index // 1000:03d}/{index:06d}.jpg"
-        _write_jpeg(out / "MuCo" / file_name, scene.image)
+        _write_jpeg([out / "MuCo" / file_name, out / "MSCOCO" / "images" / "train2017" / file_name], scene.image)
         focal, princpt = _camera_fields(scene.camera)
         candidates = [k for k, p in enumerate(scene.people) if p.annotated]
         k = candidates[rng.integers(len(candidates))]
@@ -171,6 +203,9 @@ def write_train_split(out, indices, seed, bodies, image_size, log):
         ann, fit = muco_annotation(scene.people[k], image_id * 10 + k, image_id, bodies, scene.camera)
         annotations.append(ann)
         fits[str(ann["id"])] = fit
+        coco, coco_fit = coco_annotation(rng, scene.people[k], ann["id"], image_id, image_size, scene.camera)
+        coco_annotations.append(coco)
+        coco_fits[str(ann["id"])] = coco_fit
         if log and done % 200 == 0:
             log(f"train: {done}/{len(indices)} images")
-    return images, annotations, fits
+    return images, annotations, fits, coco_annotations, coco_fits

@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 from common.body.body_model import joint_regressor_30, load_smpl
 from common.body.joint_sets import COCO17, MUCO21, OPENPOSE18, SMPL30
 from common.renderer import project, render
+from data.mscoco import MSCOCO
 from data.muco import MuCo
 from data.pw3d import PW3D
 from embedded import detections
@@ -211,6 +212,45 @@ def test_muco_split_round_trips_and_loads(tiny, models):
     assert inputs["img"].shape == (3, 256, 256) and float(meta["is_valid_fit"]) == 1.0
 
 
+def test_mscoco_split_is_the_training_people_in_2d(tiny, models):
+    """The MSCOCO-format 2D split holds the MuCo split's people and images: keypoints are the fit's projected COCO
+    joints, flagged 2 where the z-buffer sees them, 0 (and zeroed) outside the image, and the loader reads it with
+    the face keypoints present and the joints COCO lacks absent from the input pose."""
+    out, manifest = tiny
+    layers, j30 = models
+    muco = _load(out / "MuCo" / "MuCo-3DHP.json")
+    coco = _load(out / "MSCOCO" / "annotations" / "person_keypoints_train2017.json")
+    fits = _load(out / "MSCOCO" / "annotations" / "MSCOCO_train_SMPL_NeuralAnnot.json")
+    muco_fits = _load(out / "MuCo" / "smpl_param.json")
+    assert [a["id"] for a in coco["annotations"]] == [a["id"] for a in muco["annotations"]]
+    images = {img["id"]: img for img in muco["images"]}
+    flags = []
+    for ann in coco["annotations"]:
+        img = images[ann["image_id"]]
+        assert (out / "MSCOCO" / "images" / "train2017" / img["file_name"]).read_bytes() == \
+            (out / "MuCo" / img["file_name"]).read_bytes()
+        fit = fits[str(ann["id"])]
+        assert fit["smpl_param"] == muco_fits[str(ann["id"])]
+        joints = j30["neutral"] @ _mesh(layers, fit["smpl_param"], gender="neutral")
+        xy = project(joints, fit["cam_param"]["focal"], fit["cam_param"]["princpt"])[COCO_IDX]
+        keypoints = np.array(ann["keypoints"]).reshape(17, 3)
+        v = keypoints[:, 2]
+        visible = np.array(ann["synthetic"]["joints_visible"], bool)[COCO_IDX]
+        inside = (xy[:, 0] >= 0) & (xy[:, 0] <= img["width"] - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= img["height"] - 1)
+        np.testing.assert_allclose(keypoints[v > 0, :2], xy[v > 0], atol=1e-3)
+        assert (keypoints[v == 0, :2] == 0).all()
+        assert ((v == 2) == (visible & inside)).all() and (v[~inside] == 0).all()
+        flags += v.tolist()
+    assert 2 in flags
+    ds = MSCOCO(out, load_smpl(out / "body_models" / "smpl", "neutral"), j30["neutral"].astype(np.float32))
+    assert len(ds) == manifest["sizes"]["train"]
+    inputs, targets, meta = ds[0]
+    assert float(meta["is_valid_fit"]) == 1.0 and float(meta["is_3D"]) == 0.0
+    present = np.asarray(inputs["joints_mask"]).reshape(-1) > 0
+    assert not present[[SMPL30.index(n) for n in ("Head_top", "L_Hand", "R_Toe")]].any()
+    assert present[[SMPL30.index(n) for n in COCO17]].any()
+
+
 def test_images_look_like_scenes(tiny):
     out, _ = tiny
     db = _load(out / "3DPW" / "3DPW_latest_test.json")
@@ -279,7 +319,8 @@ def test_deterministic_reusable_and_safe(tmp_path, monkeypatch):
     assert len([p for p in files_b if p.suffix == ".jpg" and "synthetic_test" in str(p)]) == 3
     generate(tmp_path / "c", seed=4, **sizes)
     files_c = _files(tmp_path / "c")
-    for name in ("3DPW/3DPW_latest_test.json", "MuCo/MuCo-3DHP.json"):
+    for name in ("3DPW/3DPW_latest_test.json", "MuCo/MuCo-3DHP.json",
+                 "MSCOCO/annotations/person_keypoints_train2017.json"):
         key = next(p for p in files_a if str(p) == name)
         assert files_c[key] != files_a[key]
 
@@ -299,8 +340,9 @@ def test_detector_failures_change_only_hidden_joints_of_the_input_poses(tmp_path
     failing = generate(tmp_path / "failing", seed=5, detector_failures=True, **sizes)
     assert failing["detector_failures"] and not plain["detector_failures"]
     files_plain, files_failing = _files(tmp_path / "plain"), _files(tmp_path / "failing")
+    training = ("MuCo", "MSCOCO")
     assert [p for p in files_plain if files_plain[p] != files_failing[p]] and all(
-        files_plain[p] == files_failing[p] for p in files_plain if p.suffix == ".jpg" or p.parts[0] == "MuCo")
+        files_plain[p] == files_failing[p] for p in files_plain if p.suffix == ".jpg" or p.parts[0] in training)
     kinds = {"onto_person": 0, "onto_object": 0, "missed": 0, "swapped": 0}
     for name in ("3DPW_latest_test.json", "3DPW_latest_validation.json"):
         before = {a["id"]: a for a in _load(tmp_path / "plain" / "3DPW" / name)["annotations"]}

@@ -4,8 +4,9 @@
                                    [--image-size 240 320] [--force]
 
 Writes <out>/body_models (the mannequin), <out>/3DPW (test, -oc, -pc, -crowd in the 3DPW format), <out>/MuCo
-(training split) and <out>/manifest.json. A second run with the same settings finds the manifest and does nothing
-(--force regenerates). Prints the config overrides that point a run at the directory.
+(training split), <out>/MSCOCO (the same training people as a 2D set) and <out>/manifest.json. A second run with
+the same settings finds the manifest and does nothing (--force regenerates). Prints the config overrides that point
+a run at the directory.
 """
 import argparse
 import json
@@ -24,7 +25,7 @@ def config_overrides(out_dir):
     return [f"data_dir={out}", f"smpl_dir={out / 'body_models' / 'smpl'}",
             f"j_regressor_extra_path={out / 'body_models' / 'J_regressor_extra.npy'}",
             f"j_regressor_h36m_path={out / 'body_models' / 'J_regressor_h36m_correct.npy'}",
-            "trainset_3d=[MuCo]", "trainset_2d=[]"]
+            "trainset_3d=[MuCo]", "trainset_2d=[MSCOCO]"]
 
 
 def main(argv=None):
