@@ -33,7 +33,8 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output data directory (created; a directory holding data "
                                                      "this tool did not write is refused)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train", type=int, default=2000, help="training images (MuCo format; default %(default)s)")
+    parser.add_argument("--train", type=int, default=2000,
+                        help="training images (MuCo and MSCOCO formats; default %(default)s)")
     parser.add_argument("--test", type=int, default=500, help="test images (3DPW format; default %(default)s)")
     parser.add_argument("--crowd", type=int, default=100, help="crowd images, 3-4 people each (default %(default)s)")
     parser.add_argument("--image-size", type=int, nargs=2, default=list(DEFAULT_IMAGE_SIZE), metavar=("H", "W"),
