@@ -7,6 +7,12 @@ OPENPOSE_IN_SMPL30 = [SMPL30.index(n) for n in OPENPOSE18]
 COCO_IN_SMPL30 = [SMPL30.index(n) for n in COCO17]
 
 
+def outside_image(xy, image_size):
+    """(J,) bool: points (J, 2+) x, y pixels outside an image of image_size (H, W), pixel centres 0..W-1, 0..H-1."""
+    height, width = image_size
+    return (xy[:, 0] < 0) | (xy[:, 0] > width - 1) | (xy[:, 1] < 0) | (xy[:, 1] > height - 1)
+
+
 def detector_pose(rng, person, joint_indices, names, image_size):
     """A detector's output for one person: (J, 3) x, y (pixels), confidence for the SMPL30 joints `joint_indices`
     (named `names`), and a record of the noise.
@@ -16,7 +22,6 @@ def detector_pose(rng, person, joint_indices, names, image_size):
     the time, kept with confidence 0.06-0.3 and noise up to 9 sigma. Joints outside the image, or pushed out by the
     noise, are dropped. With probability 0.08 an arm, a leg or one joint pair swaps left and right. Dropped joints
     are (0, 0, 0), as OpenPose writes them."""
-    height, width = image_size
     xy = person.joints_img[joint_indices].copy()
     visible = person.visible[joint_indices]
     inside = person.in_image[joint_indices]
@@ -42,8 +47,7 @@ def detector_pose(rng, person, joint_indices, names, image_size):
             xy[[a, b]] = xy[[b, a]]
             confidence[[a, b]] = confidence[[b, a]]
             swapped += [a, b]
-    outside = (xy[:, 0] < 0) | (xy[:, 0] > width - 1) | (xy[:, 1] < 0) | (xy[:, 1] > height - 1)
-    confidence[outside] = 0
+    confidence[outside_image(xy, image_size)] = 0
     xy[confidence == 0] = 0
     out = np.concatenate([xy, confidence[:, None]], 1)
     return out, {"noise_sigma_px": float(sigma), "swapped": sorted(int(i) for i in swapped)}
@@ -106,6 +110,5 @@ def occlusion_failures(rng, pose, person, people, front_layer, joint_indices, na
             for a, b in chain:
                 pose[[a, b]] = pose[[b, a]]
                 record["swapped"] += [int(a), int(b)]
-    outside = (pose[:, 0] < 0) | (pose[:, 0] > width - 1) | (pose[:, 1] < 0) | (pose[:, 1] > height - 1)
-    pose[outside | (pose[:, 2] == 0)] = 0
+    pose[outside_image(pose, (height, width)) | (pose[:, 2] == 0)] = 0
     return pose, {k: sorted(v) for k, v in record.items()}

@@ -8,7 +8,14 @@ import cv2
 import numpy as np
 
 from common.body.joint_sets import COCO17, H36M17, MUCO21, OPENPOSE18, SMPL30
-from embedded.detections import COCO_IN_SMPL30, FAILURE_STREAM, OPENPOSE_IN_SMPL30, detector_pose, occlusion_failures
+from embedded.detections import (
+    COCO_IN_SMPL30,
+    FAILURE_STREAM,
+    OPENPOSE_IN_SMPL30,
+    detector_pose,
+    occlusion_failures,
+    outside_image,
+)
 from embedded.scene import SPLITS, make_scene, occlusion_type
 
 CROWD_SEQUENCES = ("courtyard_hug_00_synth", "courtyard_dancing_00_synth")  # data.pw3d.CROWD_SEQUENCES + suffix
@@ -87,11 +94,9 @@ def coco_annotation(rng, person, ann_id, image_id, image_size, camera):
     """One MSCOCO-format annotation of `person` (17 keypoints [x, y, v] flat in COCO17 order, noise-free projected
     joints; v = 2 visible, 1 hidden but labelled, 0 unlabelled with x = y = 0) and its NeuralAnnot-format fit
     ({'smpl_param', 'cam_param'}: the same SMPL parameters as the MuCo file, with the image's camera)."""
-    height, width = image_size
     xy = person.joints_img[COCO_IN_SMPL30]
     visible = person.visible[COCO_IN_SMPL30]
-    inside = person.in_image[COCO_IN_SMPL30] & (xy[:, 0] >= 0) & (xy[:, 0] <= width - 1) & \
-        (xy[:, 1] >= 0) & (xy[:, 1] <= height - 1)
+    inside = person.in_image[COCO_IN_SMPL30] & ~outside_image(xy, image_size)
     labelled_hidden = rng.random(len(xy)) < COCO_HIDDEN_LABELLED
     v = np.where(visible & inside, 2, np.where(inside & labelled_hidden, 1, 0))
     keypoints = np.concatenate([np.where(v[:, None] > 0, xy, 0.0), v[:, None]], axis=1)
