@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import torch
 
-from common.body.joint_sets import SMPL30, SMPL30_FLIP_PAIRS, flip_pairs, map_joints
+from common.body.joint_sets import SMPL30, SMPL30_FLIP_PAIRS, UNSUPERVISED_SMPL_JOINTS, flip_pairs, map_joints
 from common.body.regressed_joints import RegressedJoints
 from common.errors import InputError
 from data.occluder import occlude
@@ -55,9 +55,7 @@ from data.preprocessing import (
     trunc_mask,
 )
 
-# Pose parameters not supervised (spec 5.3): the SMPL ankles, toes, wrists and hands (joints 7, 8, 10, 11,
-# 20, 21, 22, 23), whose fitted rotations are unreliable.
-UNSUPERVISED_SMPL_JOINTS = (7, 8, 10, 11, 20, 21, 22, 23)
+# Pose parameters not supervised (spec 5.3).
 FIT_PARAM_VALID = np.ones((24, 3), dtype=np.float32)
 FIT_PARAM_VALID[list(UNSUPERVISED_SMPL_JOINTS)] = 0
 FIT_PARAM_VALID = FIT_PARAM_VALID.reshape(72)

@@ -71,7 +71,8 @@ class Config:
     voxel_dim_feedforward: int = 1024  # FFN width of the 3D (voxel) encoder, refine_3d
     dropout: float = 0.1  # every transformer layer
     # 'vposer': 32-d VPoser v1 latent decoded by the frozen VPoser (official; needed for official checkpoints);
-    # 'rot6d': direct 6D rotations of the 23 body joints, for users without the VPoser weights.
+    # 'rot6d': direct 6D rotations of the body joints, for users without the VPoser weights (the ankles, toes,
+    # wrists and hands, which the pose loss does not supervise, stay at the rest pose).
     pose_head: str = "vposer"
     # Backbone initialisation when training from scratch: 'official' (convs N(0, 0.001), spec 2.4) or 'kaiming'
     # (torchvision's He init, which trains faster from scratch: the embedded default uses it).

@@ -3,6 +3,7 @@ import dataclasses
 import pytest
 import torch
 
+from common.body.joint_sets import UNSUPERVISED_SMPL_JOINTS
 from common.model.backbone import Pose2Feat, ResNetBackbone
 from main.build import build_body_model, build_model
 
@@ -99,6 +100,19 @@ def test_rot6d_pose_head(paper_cfg, body_model):
     with torch.no_grad():
         out = model.eval()(*random_inputs(2, seed=5))
     assert out["smpl_pose"].shape == (2, 72) and torch.isfinite(out["smpl_pose"]).all()
+
+
+def test_rot6d_head_holds_the_unsupervised_joints_at_rest(paper_cfg, body_model):
+    """The pose loss does not supervise the ankles, toes, wrists and hands; without VPoser's prior the rot6d head
+    would give them whatever its untrained outputs say, so the model holds them at the rest pose."""
+    model = build_model(dataclasses.replace(paper_cfg, resnet_type=18, pose_head="rot6d"), body_model=body_model)
+    with torch.no_grad():
+        model.pose_head.layers[0].bias.normal_(generator=torch.Generator().manual_seed(0))  # every joint turned
+        pose = model.eval()(*random_inputs(2, seed=5))["smpl_pose"].reshape(2, 24, 3)
+    held = torch.zeros(24, dtype=torch.bool)
+    held[list(UNSUPERVISED_SMPL_JOINTS)] = True
+    assert (pose[:, held] == 0).all()
+    assert (pose[:, ~held].norm(dim=-1) > 1e-3).all()
 
 
 @pytest.mark.parametrize("depth,channels", [(18, 512), (34, 512), (50, 2048), (101, 2048)])

@@ -17,6 +17,9 @@ SMPL30_FLIP_PAIRS = ((1, 2), (4, 5), (7, 8), (10, 11), (13, 14), (16, 17), (18, 
                      (25, 26), (27, 28))
 # SMPL's kinematic tree (parent of each of the 24 SMPL joints).
 SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+# SMPL joints whose rotations the pose loss leaves unsupervised (spec 5.3): the ankles, toes, wrists and hands,
+# whose fitted rotations are unreliable.
+UNSUPERVISED_SMPL_JOINTS = (7, 8, 10, 11, 20, 21, 22, 23)
 # Mesh vertices that define joints 24..28 (Nose, L_Eye, R_Eye, L_Ear, R_Ear) of SMPL30.
 SMPL30_FACE_VERTICES = (331, 2802, 6262, 3489, 3990)
 # Row of the SPIN J_regressor_extra (9 x 6890) that regresses the head top (SMPL30 joint 29).

@@ -9,6 +9,7 @@ import math
 import torch
 from torch import nn
 
+from common.body.joint_sets import UNSUPERVISED_SMPL_JOINTS
 from common.geometry import project_to_crop, rot6d_to_axis_angle, rot6d_to_rotmat, rotmat_to_axis_angle
 from common.model.backbone import Pose2Feat, ResNetBackbone, gaussian_heatmaps
 from common.model.position_encoding import sine_position_2d, sinusoid_table
@@ -50,7 +51,8 @@ class JOTR(nn.Module):
         input_img_shape: crop (H, W) in pixels. output_hm_shape: heatmap grid (D, H, W).
         sigma: input heatmap Gaussian std (heatmap pixels). focal, princpt: virtual crop camera (pixels).
         camera_3d_size: depth scale of the camera translation (metres). pose_head: 'vposer' (the paper: a 32-d
-            VPoser v1 code for 21 body joints) or 'rot6d' (6D rotations of the 23 body joints, no VPoser).
+            VPoser v1 code for 21 body joints) or 'rot6d' (6D rotations of the 23 body joints, no VPoser; the
+            joints the pose loss does not supervise, UNSUPERVISED_SMPL_JOINTS, are held at the rest pose).
         input_joint_mask_prob: probability of dropping each input joint in training (spec 1.3-1).
         render: at test time, scale the camera depth by the real bounding box (spec 1.3-15; off in the paper).
         backbone_init: 'official' (convs N(0, 0.001), spec 2.4) or 'kaiming' (torchvision's init), for training
@@ -112,6 +114,13 @@ class JOTR(nn.Module):
                     layer.weight.mul_(0.01)
                     layer.bias.zero_()
                 self.pose_head.layers[0].bias.copy_(torch.tensor([1.0, 0, 0, 1, 0, 0]).repeat(num_body_joints))
+            # Without VPoser's prior nothing keeps the ankles, toes, wrists and hands natural: the loss does not
+            # supervise their rotations (spec 5.3) and, left free, they drift to arbitrary turns (100-170 degrees
+            # after the embedded preset's training). They are held at the rest pose, as the official model holds
+            # the hands; the head keeps their slots so that the checkpoint layout does not depend on this.
+            keep = torch.ones(NUM_SMPL_JOINTS, 1)
+            keep[list(UNSUPERVISED_SMPL_JOINTS)] = 0
+            self.register_buffer("rot6d_keep", keep[1:], persistent=False)
         self.shape_head = CascadeHead(dec_layers, hidden_dim, 10)
         self.cam_head = CascadeHead(dec_layers, hidden_dim, 3)
         if pose_head == "vposer":
@@ -209,7 +218,7 @@ class JOTR(nn.Module):
                 hands = body_pose.new_zeros(batch, 6)  # L_Hand, R_Hand are not predicted
                 pose = torch.cat([root_pose, body_pose, hands], dim=1)
             else:
-                body_pose = rotmat_to_axis_angle(rot6d_to_rotmat(body_code.reshape(batch, -1, 6)))
+                body_pose = rotmat_to_axis_angle(rot6d_to_rotmat(body_code.reshape(batch, -1, 6))) * self.rot6d_keep
                 pose = torch.cat([root_pose, body_pose.reshape(batch, -1)], dim=1)
 
             depth_scale = torch.full((batch,), self.camera_depth_scale, device=cam_param.device)
