@@ -115,7 +115,7 @@ class JOTR(nn.Module):
                     layer.bias.zero_()
                 self.pose_head.layers[0].bias.copy_(torch.tensor([1.0, 0, 0, 1, 0, 0]).repeat(num_body_joints))
             # Without VPoser's prior nothing keeps the ankles, toes, wrists and hands natural: the loss does not
-            # supervise their rotations (spec 5.3) and, left free, they drift to arbitrary turns (100-170 degrees
+            # supervise their rotations (spec 5.3) and, left free, they drift to arbitrary turns (52-167 degrees
             # after the embedded preset's training). They are held at the rest pose, as the official model holds
             # the hands; the head keeps their slots so that the checkpoint layout does not depend on this.
             keep = torch.ones(NUM_SMPL_JOINTS, 1)
