@@ -89,15 +89,16 @@ def fit_check_regressor(h36m_regressor):
     return regressor
 
 
-def fit_error_mm(vertices, joints_cam_mm, h36m_regressor):
+def fit_error_mm(h36m_joints, joints_cam_mm):
     """Mean distance (mm) between a fit's H36M-regressed joints and the MuCo ground truth (spec 5.3 fit validity).
 
-    vertices (V, 3) metres, camera frame; joints_cam_mm (21, 3) MUCO21 order, millimetres; h36m_regressor (17, V).
+    h36m_joints (17, 3) metres, camera frame: the H36M regressor applied to the fit's mesh; joints_cam_mm (21, 3)
+    MUCO21 order, millimetres.
     Compared: the 14 H36M joints MuCo annotates (FIT_CHECK_NAMES: pelvis, hips, knees, ankles, head top, shoulders,
     elbows, wrists; MuCo has no H36M Torso, Neck or Nose), each set translated so that its mean over these joints is
     at the origin; the result is the mean Euclidean distance over them.
     """
-    fit = (np.asarray(h36m_regressor, np.float64) @ np.asarray(vertices, np.float64))[_FIT_CHECK_H36M] * 1000.0
+    fit = np.asarray(h36m_joints, np.float64)[_FIT_CHECK_H36M] * 1000.0
     gt = np.asarray(joints_cam_mm, np.float64)[_FIT_CHECK_MUCO]
     fit = fit - fit.mean(0)
     gt = gt - gt.mean(0)
@@ -188,8 +189,9 @@ class MuCo(TrainingSet):
         sample = self.samples[index]
         if sample.smpl is None:
             return None
-        verts, _ = self.builder.fit_joints(sample.smpl["pose"][None], sample.smpl["shape"], sample.smpl["trans"])
-        return fit_error_mm(verts[0], sample.joints_cam, self.h36m_regressor)
+        joints = self.builder.regressed_joints(sample.smpl["pose"][None], sample.smpl["shape"], sample.smpl["trans"],
+                                               regressor=self.h36m_regressor)
+        return fit_error_mm(joints[0], sample.joints_cam)
 
     def fit_valid(self, index):
         """Whether sample `index`'s fit passes the validity test (fit_error_mm <= FIT_ERROR_THRESHOLD_MM). It does

@@ -277,7 +277,7 @@ class TrainSampleBuilder:
             raise ValueError(f"occlusion_prob must be in [0, 1], got {occlusion_prob}")
         self.occlusion_prob = float(occlusion_prob)
         self.near_min_iou = float(near_min_iou)
-        self._regressed_joints = None  # built on first use (regressed_joints)
+        self._regressed_joints = {}  # id(regressor) -> (regressor, RegressedJoints), built on first use
 
     def __call__(self, image, bbox, joints_img, joints_valid, joint_set, rng, augment, joints_cam=None,
                  smpl_fit=None, bbox_scale=None, aug=None, return_geometry=False, near_joints=None):
@@ -408,16 +408,19 @@ class TrainSampleBuilder:
                                                          occluder_mask=occluder_mask)
         return inputs, targets, meta
 
-    def regressed_joints(self, poses, shape, trans):
-        """The J30 joints of one or more poses of one person without the mesh (common.body.regressed_joints):
-        poses (B, 72), shape (10,), trans (3,) metres -> (B, 30, 3) float64 metres, as fit_joints' joints."""
+    def regressed_joints(self, poses, shape, trans, regressor=None):
+        """regressor @ SMPL(poses, shape, trans) for one or more poses of one person, without the mesh
+        (common.body.regressed_joints): poses (B, 72), shape (10,), trans (3,) metres; regressor (K, V), by default
+        the J30 one -> (B, K, 3) float64 metres (for J30, as fit_joints' joints)."""
         if self.body_model is None or self.joint_regressor_30 is None:
             raise ValueError("samples with an SMPL fit need the builder's body_model and joint_regressor_30")
+        regressor = self.joint_regressor_30 if regressor is None else regressor
         if not hasattr(self.body_model, "arrays"):  # a body model that is not an SMPL layer: through the mesh
-            return self.fit_joints(poses, shape, trans)[1]
-        if self._regressed_joints is None:
-            self._regressed_joints = RegressedJoints(self.body_model.arrays, self.joint_regressor_30)
-        return self._regressed_joints(poses, shape, trans)
+            return np.matmul(regressor, self.fit_joints(poses, shape, trans)[0])
+        # Keyed by the regressor's identity; the entry holds the regressor, so the identity stays its own.
+        if id(regressor) not in self._regressed_joints:
+            self._regressed_joints[id(regressor)] = (regressor, RegressedJoints(self.body_model.arrays, regressor))
+        return self._regressed_joints[id(regressor)][1](poses, shape, trans)
 
     def fit_joints(self, poses, shape, trans):
         """Run the body model on one or more poses of one person: poses (B, 72), shape (10,), trans (3,) metres.

@@ -8,7 +8,7 @@ import torch
 
 from common.body.body_model import joint_regressor_30, load_smpl
 from common.body.joint_sets import MUCO21, SMPL30
-from data.muco import MuCo
+from data.muco import MuCo, fit_error_mm
 from tests.muco_format import FOCAL, PRINCPT, project, symmetric_body_model, write_tiny_muco
 
 MUCO_IN_SMPL30 = [SMPL30.index(n) for n in MUCO21 if n in SMPL30]
@@ -125,6 +125,23 @@ def test_fit_validity_with_separate_regressors(tmp_path, random_body_model_dir):
     valid = {s.ann_id: ds[i][2]["is_valid_fit"] for i, s in enumerate(ds.samples)}
     assert valid == {ann: float(ann not in tiny["bad_fit"]) for ann in tiny["closest"].values()}
     assert sum(valid.values()) == 2
+
+
+def test_fit_error_is_measured_on_the_fits_mesh(tmp_path, random_body_model_dir):
+    # The check regresses the H36M joints without building the mesh; it must equal the regressor applied to the mesh.
+    layer = load_smpl(random_body_model_dir / "smpl")
+    j30 = joint_regressor_30(layer.arrays["J_regressor"], np.load(random_body_model_dir / "J_regressor_extra.npy"))
+    h36m = np.load(random_body_model_dir / "J_regressor_h36m_correct.npy")
+    tiny = write_tiny_muco(tmp_path, layer, j30, h36m, n_images=3, bad_fit_images=(2,), seed=1)
+    ds = MuCo(tiny["data_dir"], layer, j30, h36m)
+    for index, sample in enumerate(ds.samples):
+        smpl = sample.smpl
+        with torch.no_grad():
+            verts = layer(torch.tensor(smpl["pose"], dtype=torch.float32)[None],
+                          torch.tensor(smpl["shape"], dtype=torch.float32)[None],
+                          torch.tensor(smpl["trans"], dtype=torch.float32)[None])[0].double().numpy()
+        expected = fit_error_mm(h36m @ verts, sample.joints_cam)
+        assert ds.fit_error_mm(index) == pytest.approx(expected, abs=1e-3)
 
 
 def _same_items(items_a, items_b):
