@@ -108,14 +108,14 @@ def fit_to_camera(pose, trans, rotation, translation, rest_root):
     return pose, trans - rest_root
 
 
-def fit_error_mm(vertices, joints_cam_mm, h36m_regressor):
+def fit_error_mm(h36m_joints, joints_cam_mm):
     """Mean distance (mm) between a fit's H36M-regressed joints and the Human3.6M ground truth (fit validity).
 
-    vertices (V, 3) metres, camera frame; joints_cam_mm (17, 3) H36M17 order, millimetres; h36m_regressor (17, V).
-    All 17 joints are compared after translating each set so that its mean is at the origin (as data.muco does for
-    the joints MuCo has).
+    h36m_joints (17, 3) metres, camera frame: the H36M regressor applied to the fit's mesh; joints_cam_mm (17, 3)
+    H36M17 order, millimetres. All 17 joints are compared after translating each set so that its mean is at the
+    origin (as data.muco does for the joints MuCo has).
     """
-    fit = (np.asarray(h36m_regressor, np.float64) @ np.asarray(vertices, np.float64)) * 1000.0
+    fit = np.asarray(h36m_joints, np.float64) * 1000.0
     gt = np.asarray(joints_cam_mm, np.float64)
     return float(np.linalg.norm((fit - fit.mean(0)) - (gt - gt.mean(0)), axis=1).mean())
 
@@ -144,6 +144,7 @@ class Human36M(TrainingSet):
         self.seed = int(seed)
         self.seed_salt = _SEED_SALT
         self.num_unusable_boxes = 0
+        self._fit_valid = {}  # sample index -> fit validity (fit_valid)
         self.samples = []
         rng = np.random.default_rng([self.seed, self.seed_salt])  # only for the fixed boxes of update_bbox=False
         for subject in self.subjects:
@@ -216,29 +217,45 @@ class Human36M(TrainingSet):
                           focal=_array(entry.get("f"), (2,), f"{what} f", ann_id, path),
                           princpt=_array(entry.get("c"), (2,), f"{what} c", ann_id, path))
 
-    def camera_fit(self, index):
-        """SMPLFit of sample `index` in its camera frame (fit_to_camera); None if the frame has no fit. The rest-pose
-        root that fit_to_camera needs comes from the fit's original betas, like the mesh (spec 7.23); the builder
-        resets only the shape target."""
+    def _fit_in_camera(self, index):
+        """(pose (72,), shape (10,), trans (3,) metres) of sample `index`'s fit in its camera frame (fit_to_camera), or
+        None if the frame has no fit. The rest-pose root that fit_to_camera needs comes from the fit's original
+        betas, like the mesh (spec 7.23)."""
         sample = self.samples[index]
         if sample.smpl is None:
             return None
         shape = sample.smpl["shape"]
-        _, rest_joints = self.builder.fit_joints(np.zeros((1, 72)), shape, np.zeros(3))
-        camera = sample.camera
-        pose, trans = fit_to_camera(sample.smpl["pose"], sample.smpl["trans"], camera.rotation,
-                                    camera.translation_mm / 1000.0, rest_joints[0, SMPL30_ROOT])
+        rest_joints = self.builder.regressed_joints(np.zeros((1, 72)), shape, np.zeros(3))
+        pose, trans = fit_to_camera(sample.smpl["pose"], sample.smpl["trans"], sample.camera.rotation,
+                                    sample.camera.translation_mm / 1000.0, rest_joints[0, SMPL30_ROOT])
+        return pose, shape, trans
+
+    def camera_fit(self, index):
+        """SMPLFit of sample `index` in its camera frame; None if the frame has no fit. The builder resets only the
+        shape target."""
+        fit = self._fit_in_camera(index)
+        if fit is None:
+            return None
+        pose, shape, trans = fit
+        camera = self.samples[index].camera
         return SMPLFit(pose=pose, shape=shape, trans=trans, focal=camera.focal, princpt=camera.princpt,
-                       check=lambda verts: fit_error_mm(verts, sample.joints_cam, self.h36m_regressor)
-                       <= FIT_ERROR_THRESHOLD_MM)
+                       check=self.fit_valid(index))
 
     def fit_error_mm(self, index):
         """The fit-validity error (mm, see fit_error_mm) of sample `index`, or None if it has no SMPL fit."""
-        fit = self.camera_fit(index)
+        fit = self._fit_in_camera(index)
         if fit is None:
             return None
-        verts, _ = self.builder.fit_joints(fit.pose[None], fit.shape, fit.trans)
-        return fit_error_mm(verts[0], self.samples[index].joints_cam, self.h36m_regressor)
+        pose, shape, trans = fit
+        joints = self.builder.regressed_joints(pose[None], shape, trans, regressor=self.h36m_regressor)
+        return fit_error_mm(joints[0], self.samples[index].joints_cam)
+
+    def fit_valid(self, index):
+        """Whether sample `index`'s fit passes the validity test (fit_error_mm <= FIT_ERROR_THRESHOLD_MM). It does
+        not depend on the augmentation, so it is decided once per sample and remembered."""
+        if index not in self._fit_valid:
+            self._fit_valid[index] = self.fit_error_mm(index) <= FIT_ERROR_THRESHOLD_MM
+        return self._fit_valid[index]
 
     def item(self, index, return_geometry=False, aug=None):
         """Item `index` of the current epoch; with return_geometry also the crop's SampleGeometry; `aug` (an
