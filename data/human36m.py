@@ -51,9 +51,6 @@ FILE_KINDS = ("data", "camera", "joint_3d", "smpl_param")
 SOURCE = ("the Human3.6M annotations of the I2L-MeshNet / 3DCrowdNet data release "
           "(https://github.com/mks0601/I2L-MeshNet_RELEASE, https://github.com/hongsukchoi/3DCrowdNet_RELEASE); the "
           "images come from the Human3.6M site (http://vision.imar.ro/human3.6m/) or the same release")
-# A fit is valid if its H36M-regressed joints, translation-aligned, are within this mean distance of the ground truth
-# (spec 5.3), as for MuCo.
-FIT_ERROR_THRESHOLD_MM = 25.0
 _SEED_SALT = zlib.crc32(b"Human36M")
 
 
@@ -249,13 +246,6 @@ class Human36M(TrainingSet):
         pose, shape, trans = fit
         joints = self.builder.regressed_joints(pose[None], shape, trans, regressor=self.h36m_regressor)
         return fit_error_mm(joints[0], self.samples[index].joints_cam)
-
-    def fit_valid(self, index):
-        """Whether sample `index`'s fit passes the validity test (fit_error_mm <= FIT_ERROR_THRESHOLD_MM). It does
-        not depend on the augmentation, so it is decided once per sample and remembered."""
-        if index not in self._fit_valid:
-            self._fit_valid[index] = self.fit_error_mm(index) <= FIT_ERROR_THRESHOLD_MM
-        return self._fit_valid[index]
 
     def item(self, index, return_geometry=False, aug=None):
         """Item `index` of the current epoch; with return_geometry also the crop's SampleGeometry; `aug` (an

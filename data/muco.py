@@ -39,9 +39,6 @@ _SOURCES = {
                      "(https://github.com/hongsukchoi/3DCrowdNet_RELEASE, https://github.com/mks0601/I2L-MeshNet_RELEASE)",
 }
 ROOT_IDX = MUCO21.index("Pelvis")
-# A fit is valid if its H36M-regressed joints, translation-aligned, are within this mean distance of the ground
-# truth (spec 5.3).
-FIT_ERROR_THRESHOLD_MM = 25.0
 # The H36M joints MuCo annotates (by name): compared by the fit-validity test.
 FIT_CHECK_NAMES = tuple(name for name in H36M17 if name in MUCO21)
 _FIT_CHECK_H36M = [H36M17.index(n) for n in FIT_CHECK_NAMES]
@@ -192,13 +189,6 @@ class MuCo(TrainingSet):
         joints = self.builder.regressed_joints(sample.smpl["pose"][None], sample.smpl["shape"], sample.smpl["trans"],
                                                regressor=self.h36m_regressor)
         return fit_error_mm(joints[0], sample.joints_cam)
-
-    def fit_valid(self, index):
-        """Whether sample `index`'s fit passes the validity test (fit_error_mm <= FIT_ERROR_THRESHOLD_MM). It does
-        not depend on the augmentation, so it is decided once per sample and remembered."""
-        if index not in self._fit_valid:
-            self._fit_valid[index] = self.fit_error_mm(index) <= FIT_ERROR_THRESHOLD_MM
-        return self._fit_valid[index]
 
     def item(self, index, return_geometry=False):
         """Item `index` of the current epoch; with return_geometry also the crop's SampleGeometry (tests, plots).

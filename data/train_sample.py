@@ -62,6 +62,9 @@ FIT_PARAM_VALID = FIT_PARAM_VALID.reshape(72)
 # A fit with any |beta| above this gets the mean shape as its shape TARGET (spec 5.2); its mesh and joint targets
 # still come from the original betas, as in all four official training loaders (spec 7.23).
 MAX_ABS_BETA = 3.0
+# A 3D set's SMPL fit is valid if its H36M-regressed joints, translation-aligned, are within this mean distance of
+# the annotated joints (spec 5.3; TrainingSet.fit_valid).
+FIT_ERROR_THRESHOLD_MM = 25.0
 ROOT_NAME = "Pelvis"
 SMPL30_ROOT = SMPL30.index(ROOT_NAME)
 
@@ -189,7 +192,8 @@ class TrainingSet(torch.utils.data.Dataset):
     """What the training loaders share: each item draws from a Generator seeded by (seed, the set's salt, epoch,
     index), so items depend neither on the number of DataLoader workers nor on the order or a resume point
     (call set_epoch before each epoch's loader). Subclasses provide `samples`, `seed`, `seed_salt`, `images`
-    (TrainingImages) and `item(index)`."""
+    (TrainingImages) and `item(index)`; sets with SMPL fits checked for validity (fit_valid) also provide
+    `fit_error_mm(index)` and start with an empty `_fit_valid` dict."""
 
     epoch = 0
 
@@ -206,6 +210,13 @@ class TrainingSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         return self.item(index)
+
+    def fit_valid(self, index):
+        """Whether sample `index`'s fit passes the validity test (fit_error_mm <= FIT_ERROR_THRESHOLD_MM). It does
+        not depend on the augmentation, so it is decided once per sample and remembered."""
+        if index not in self._fit_valid:
+            self._fit_valid[index] = self.fit_error_mm(index) <= FIT_ERROR_THRESHOLD_MM
+        return self._fit_valid[index]
 
     def sample_and_image(self, index, annotation_file):
         """(sample, RGB image) of item `index`; a missing image is a FileNotFoundError naming the file and the

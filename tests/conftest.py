@@ -22,6 +22,20 @@ def random_body_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def body(random_body_model_dir):
+    """The random (asymmetric) SMPL-layout body model, its J30 and H36M regressors (its H36M regressor has nothing
+    to do with its J30)."""
+    import numpy as np
+
+    from common.body.body_model import joint_regressor_30, load_smpl
+
+    layer = load_smpl(random_body_model_dir / "smpl")
+    extra = np.load(random_body_model_dir / "J_regressor_extra.npy")
+    h36m = np.load(random_body_model_dir / "J_regressor_h36m_correct.npy")
+    return layer, joint_regressor_30(layer.arrays["J_regressor"], extra), h36m
+
+
+@pytest.fixture(scope="session")
 def paper_cfg(random_body_model_dir):
     """The paper configuration pointed at the random body model."""
     import dataclasses

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from common.body.body_model import joint_regressor_30, load_smpl
 from common.body.joint_sets import H36M17, SMPL30, SMPL30_FLIP_PAIRS
-from data.human36m import FILE_KINDS, FIT_ERROR_THRESHOLD_MM, Human36M, fit_error_mm, fit_to_camera
+from data.human36m import FILE_KINDS, Human36M, fit_error_mm, fit_to_camera
 from data.multiple_datasets import MultipleDatasets
 from data.preprocessing import AugConfig, flip_smpl_pose
 from data.registry import build_train_dataset
+from data.train_sample import FIT_ERROR_THRESHOLD_MM
 from tests.coco_format import write_tiny_crowdpose, write_tiny_mscoco
 from tests.h36m_format import write_tiny_h36m
 from tests.muco_format import symmetric_body_model, write_tiny_muco
@@ -169,14 +169,12 @@ def test_fit_validity(tiny, symmetric):
         assert meta["is_3D"] == 1
 
 
-def test_fit_error_is_measured_on_the_fits_mesh(tmp_path, random_body_model_dir):
+def test_fit_error_is_measured_on_the_fits_mesh(tmp_path, body):
     # The check regresses the H36M joints without building the mesh; it must equal the regressor applied to the mesh.
     # The random body model's H36M regressor has nothing to do with its J30.
-    layer = load_smpl(random_body_model_dir / "smpl")
-    j30 = joint_regressor_30(layer.arrays["J_regressor"], np.load(random_body_model_dir / "J_regressor_extra.npy"))
-    h36m = np.load(random_body_model_dir / "J_regressor_h36m_correct.npy")
-    tiny = write_tiny_h36m(tmp_path, layer, j30, h36m, subjects=(1,), n_frames=3, bad_fit={(1, 1)})
-    ds = Human36M(tiny["data_dir"], layer, j30, h36m, subjects=(1,), sampling_ratio=1)
+    layer, _, h36m = body
+    tiny = write_tiny_h36m(tmp_path, *body, subjects=(1,), n_frames=3, bad_fit={(1, 1)})
+    ds = Human36M(tiny["data_dir"], *body, subjects=(1,), sampling_ratio=1)
     for index, sample in enumerate(ds.samples):
         fit = ds.camera_fit(index)
         expected = fit_error_mm(h36m @ _smpl(layer, fit.pose, fit.shape, fit.trans), sample.joints_cam)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from common.body.body_model import joint_regressor_30, load_smpl
 from common.body.joint_sets import MUCO21, SMPL30
 from data.muco import MuCo, fit_error_mm
 from tests.muco_format import FOCAL, PRINCPT, project, symmetric_body_model, write_tiny_muco
@@ -115,25 +114,25 @@ def test_fit_validity(tiny, symmetric):
         assert meta["is_3D"] == 1
 
 
-def test_fit_validity_with_separate_regressors(tmp_path, random_body_model_dir):
-    # The random body model's H36M regressor has nothing to do with its J30: the check must use the H36M one.
-    layer = load_smpl(random_body_model_dir / "smpl")
-    j30 = joint_regressor_30(layer.arrays["J_regressor"], np.load(random_body_model_dir / "J_regressor_extra.npy"))
-    h36m = np.load(random_body_model_dir / "J_regressor_h36m_correct.npy")
-    tiny = write_tiny_muco(tmp_path, layer, j30, h36m, n_images=3, bad_fit_images=(2,), seed=1)
-    ds = MuCo(tiny["data_dir"], layer, j30, h36m)
+@pytest.fixture(scope="module")
+def random_tiny(tmp_path_factory, body):
+    """A tiny MuCo set (image 2's fit bad) on the random body model, whose H36M regressor is unrelated to its J30."""
+    tiny = write_tiny_muco(tmp_path_factory.mktemp("muco_random"), *body, n_images=3, bad_fit_images=(2,), seed=1)
+    return tiny, MuCo(tiny["data_dir"], *body)
+
+
+def test_fit_validity_with_separate_regressors(random_tiny):
+    # The check must use the H36M regressor, not the J30 one.
+    tiny, ds = random_tiny
     valid = {s.ann_id: ds[i][2]["is_valid_fit"] for i, s in enumerate(ds.samples)}
     assert valid == {ann: float(ann not in tiny["bad_fit"]) for ann in tiny["closest"].values()}
     assert sum(valid.values()) == 2
 
 
-def test_fit_error_is_measured_on_the_fits_mesh(tmp_path, random_body_model_dir):
+def test_fit_error_is_measured_on_the_fits_mesh(random_tiny, body):
     # The check regresses the H36M joints without building the mesh; it must equal the regressor applied to the mesh.
-    layer = load_smpl(random_body_model_dir / "smpl")
-    j30 = joint_regressor_30(layer.arrays["J_regressor"], np.load(random_body_model_dir / "J_regressor_extra.npy"))
-    h36m = np.load(random_body_model_dir / "J_regressor_h36m_correct.npy")
-    tiny = write_tiny_muco(tmp_path, layer, j30, h36m, n_images=3, bad_fit_images=(2,), seed=1)
-    ds = MuCo(tiny["data_dir"], layer, j30, h36m)
+    layer, _, h36m = body
+    _, ds = random_tiny
     for index, sample in enumerate(ds.samples):
         smpl = sample.smpl
         with torch.no_grad():

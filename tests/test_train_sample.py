@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import torch
 
-from common.body.body_model import joint_regressor_30, load_smpl
 from common.body.joint_sets import COCO17, MUCO21, SMPL30, flip_pairs
 from data.posefix import ERROR_TYPES, UNTOUCHED
 from data.preprocessing import AugConfig
@@ -23,15 +22,6 @@ SHAPES = {"img": (3, 256, 256), "joints": (30, 2), "joints_mask": (30, 1), "orig
           "fit_joint_trunc": (30, 1), "is_valid_fit": (), "is_3D": ()}
 # SMPL30 joints that MuCo annotates (all but Neck, the 5 face joints, Chest, Torso, the thoraxes)
 MUCO_IN_SMPL30 = [SMPL30.index(n) for n in MUCO21 if n in SMPL30]
-
-
-@pytest.fixture(scope="module")
-def body(random_body_model_dir):
-    """The random (asymmetric) SMPL-layout body model, its J30 and H36M regressors."""
-    layer = load_smpl(random_body_model_dir / "smpl")
-    extra = np.load(random_body_model_dir / "J_regressor_extra.npy")
-    h36m = np.load(random_body_model_dir / "J_regressor_h36m_correct.npy")
-    return layer, joint_regressor_30(layer.arrays["J_regressor"], extra), h36m
 
 
 def _smpl(layer, pose, shape, trans=(0.0, 0.0, 0.0)):
