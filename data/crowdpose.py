@@ -79,11 +79,11 @@ class CrowdPose(KeypointDataset):
     def __init__(self, data_dir, body_model, joint_regressor_30, h36m_regressor=None, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True, augment=True, seed=0,
                  official_crowdpose_flip=False, official_crowdpose_fit_filter=False,
-                 occlusion_prob=0.0):
+                 occlusion_prob=0.0, occlusion_failures=False):
         self.official_crowdpose_fit_filter = bool(official_crowdpose_fit_filter)
         self.image_size_swapped = None
         super().__init__(data_dir, body_model, joint_regressor_30, h36m_regressor, input_img_shape, output_hm_shape,
-                         bbox_3d_size, update_bbox, augment, seed, occlusion_prob)
+                         bbox_3d_size, update_bbox, augment, seed, occlusion_prob, occlusion_failures)
         self.official_crowdpose_flip = bool(official_crowdpose_flip)
         if self.official_crowdpose_flip:
             self.flip_input_order = official_flip_input_order(self.joint_set)

@@ -129,11 +129,13 @@ class Human36M(TrainingSet):
 
     def __init__(self, data_dir, body_model, joint_regressor_30, h36m_regressor, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True, augment=True, seed=0,
-                 subjects=TRAIN_SUBJECTS, sampling_ratio=SAMPLING_RATIO, occlusion_prob=0.0):
+                 subjects=TRAIN_SUBJECTS, sampling_ratio=SAMPLING_RATIO, occlusion_prob=0.0,
+                 occlusion_failures=False):
         self.root = os.path.join(os.fspath(data_dir), "Human36M")
         self.h36m_regressor = fit_check_regressor(h36m_regressor)
         self.builder = TrainSampleBuilder(body_model, joint_regressor_30, input_img_shape, output_hm_shape,
-                                          bbox_3d_size, occlusion_prob=occlusion_prob)
+                                          bbox_3d_size, occlusion_prob=occlusion_prob,
+                                          occlusion_failures=occlusion_failures)
         self.subjects = tuple(int(s) for s in subjects)
         self.sampling_ratio = int(sampling_ratio)
         self.update_bbox = bool(update_bbox)

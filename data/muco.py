@@ -116,11 +116,12 @@ class MuCo(TrainingSet):
 
     def __init__(self, data_dir, body_model, joint_regressor_30, h36m_regressor, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True, augment=True, seed=0,
-                 occlusion_prob=0.0):
+                 occlusion_prob=0.0, occlusion_failures=False):
         self.root = os.path.join(os.fspath(data_dir), "MuCo")
         self.h36m_regressor = fit_check_regressor(h36m_regressor)
         self.builder = TrainSampleBuilder(body_model, joint_regressor_30, input_img_shape, output_hm_shape,
-                                          bbox_3d_size, occlusion_prob=occlusion_prob)
+                                          bbox_3d_size, occlusion_prob=occlusion_prob,
+                                          occlusion_failures=occlusion_failures)
         self.update_bbox = bool(update_bbox)
         self.augment = bool(augment)
         self.seed = int(seed)

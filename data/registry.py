@@ -2,7 +2,7 @@
 
 Every training dataset class takes the same arguments (those of data.muco.MuCo: data_dir, body_model,
 joint_regressor_30, h36m_regressor, input_img_shape, output_hm_shape, bbox_3d_size, update_bbox, augment, seed,
-occlusion_prob; a dataset ignores the ones it does not need); CrowdPose also takes its two switches
+occlusion_prob, occlusion_failures; a dataset ignores the ones it does not need); CrowdPose also takes its two switches
 (official_crowdpose_flip, official_crowdpose_fit_filter). `build_train_dataset` passes them explicitly.
 """
 import os
@@ -31,7 +31,8 @@ def _train_class(name):
 
 def build_train_dataset(names_3d, names_2d, *, data_dir, body_model, joint_regressor_30, h36m_regressor,
                         input_img_shape=(256, 256), output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True,
-                        augment=True, seed=0, occlusion_prob=0.0, official_crowdpose_flip=False,
+                        augment=True, seed=0, occlusion_prob=0.0, occlusion_failures=False,
+                        official_crowdpose_flip=False,
                         official_crowdpose_fit_filter=False):
     """The training set of spec 4.4: the 3D datasets concatenated (in the given order), the 2D datasets
     concatenated, then the two groups balanced with MultipleDatasets(make_same_len=True). If one group is empty,
@@ -44,7 +45,8 @@ def build_train_dataset(names_3d, names_2d, *, data_dir, body_model, joint_regre
     common = {"data_dir": data_dir, "body_model": body_model, "joint_regressor_30": joint_regressor_30,
               "h36m_regressor": h36m_regressor, "input_img_shape": input_img_shape,
               "output_hm_shape": output_hm_shape, "bbox_3d_size": bbox_3d_size, "update_bbox": update_bbox,
-              "augment": augment, "seed": seed, "occlusion_prob": occlusion_prob}
+              "augment": augment, "seed": seed, "occlusion_prob": occlusion_prob,
+              "occlusion_failures": occlusion_failures}
     crowdpose = {"official_crowdpose_flip": official_crowdpose_flip,
                  "official_crowdpose_fit_filter": official_crowdpose_fit_filter}
 

@@ -38,6 +38,7 @@ from common.body.joint_sets import SMPL30, SMPL30_FLIP_PAIRS, UNSUPERVISED_SMPL_
 from common.body.regressed_joints import RegressedJoints
 from common.errors import InputError
 from data.occluder import occlude
+from data.occlusion_failures import hidden_joints, occlusion_failures
 from data.posefix import overlapping_people, posefix
 from data.preprocessing import (
     TEST_AUG,
@@ -101,7 +102,8 @@ class SampleGeometry:
     pixels, the augmentation, and the 2x3 image <-> crop affines (image = the mirrored image when aug.do_flip);
     near_joints: the overlapping people's joints (list of (J, 3), dataset order, crop pixels, flipped with the
     sample; third column their visibility); pose_kinds: (J,) data.posefix error kind of each input joint (None
-    without PoseFix); occluder_mask: (H, W) float32 coverage of the pasted occluders in the crop (None if none)."""
+    without PoseFix); occluder_mask: (H, W) float32 coverage of the pasted occluders in the crop (None if none);
+    occlusion_failures: the record of data.occlusion_failures (SMPL30 joint indices), None when not applied."""
     bbox: np.ndarray
     aug: AugConfig
     img2bb: np.ndarray
@@ -109,6 +111,7 @@ class SampleGeometry:
     near_joints: tuple = ()
     pose_kinds: np.ndarray | None = None
     occluder_mask: np.ndarray | None = None
+    occlusion_failures: dict | None = None
 
 
 def rotation_about_camera_z(rot_deg):
@@ -269,13 +272,15 @@ class TrainSampleBuilder:
         input_pose_noise, the simple stand-in;
     occlusion_prob: chance that a training sample gets synthetic occluders pasted over its crop (data.occluder);
         0 = off (the official setting, spec 4.5);
+    occlusion_failures: the input pose also fails on the joints the pasted occluders hide (reported on the
+        occluder, missed, or the limb's left and right swapped: data.occlusion_failures); off by default;
     near_min_iou: other people count as overlapping (PoseFix near joints) when the tight box of their annotated
         joints has at least this IoU with the target's tight box (spec 5.3: 0.1).
     """
 
     def __init__(self, body_model=None, joint_regressor_30=None, input_img_shape=(256, 256),
                  output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, pose_noise=None, occlusion_prob=0.0,
-                 near_min_iou=0.1):
+                 near_min_iou=0.1, occlusion_failures=False):
         self.body_model = body_model
         self.joint_regressor_30 = None if joint_regressor_30 is None else np.asarray(joint_regressor_30, np.float64)
         if self.joint_regressor_30 is not None and self.joint_regressor_30.shape[0] != len(SMPL30):
@@ -287,6 +292,7 @@ class TrainSampleBuilder:
         if not 0.0 <= float(occlusion_prob) <= 1.0:
             raise ValueError(f"occlusion_prob must be in [0, 1], got {occlusion_prob}")
         self.occlusion_prob = float(occlusion_prob)
+        self.occlusion_failures = bool(occlusion_failures)
         self.near_min_iou = float(near_min_iou)
         self._regressed_joints = {}  # id(regressor) -> (regressor, RegressedJoints), built on first use
 
@@ -388,14 +394,28 @@ class TrainSampleBuilder:
             input_joints = map_joints(to_heatmap_frame(crop_input, self.input_img_shape, self.output_hm_shape),
                                       joint_set, SMPL30)
 
-        occluder_mask = None
+        joints_mask = orig_joint_trunc.copy()
+        occluder_mask = failures = None
         if augment and self.occlusion_prob > 0:
             patch, occluder_mask = occlude(patch, rng, self.occlusion_prob)
+        if occluder_mask is not None and self.occlusion_failures:
+            # In crop pixels, where the occluder's coverage map lives.
+            to_crop = np.array([self.input_img_shape[1] / self.output_hm_shape[2],
+                                self.input_img_shape[0] / self.output_hm_shape[1]])
+            true_xy = orig_joint_img[:, :2] * to_crop
+            rows, cols = np.nonzero(occluder_mask > 0.5)
+            box_height = float(bbox[3]) * np.sqrt(abs(np.linalg.det(np.asarray(img2bb, np.float64)[:, :2])))
+            input_xy, mask, failures = occlusion_failures(
+                np.asarray(input_joints)[:, :2] * to_crop, joints_mask, true_xy,
+                hidden_joints(true_xy, joints_mask, occluder_mask), np.stack([cols, rows], axis=1), box_height,
+                SMPL30, rng)
+            input_joints = input_xy / to_crop
+            joints_mask = mask.reshape(joints_mask.shape)
 
         inputs = {
             "img": np.ascontiguousarray(patch.transpose(2, 0, 1) / 255.0, dtype=np.float32),
             "joints": np.asarray(input_joints, dtype=np.float32),
-            "joints_mask": orig_joint_trunc.copy(),
+            "joints_mask": joints_mask,
         }
         targets = {
             "orig_joint_img": orig_joint_img,
@@ -416,7 +436,7 @@ class TrainSampleBuilder:
         if return_geometry:
             return inputs, targets, meta, SampleGeometry(bbox=crop_bbox, aug=aug, img2bb=img2bb, bb2img=bb2img,
                                                          near_joints=tuple(near), pose_kinds=pose_kinds,
-                                                         occluder_mask=occluder_mask)
+                                                         occluder_mask=occluder_mask, occlusion_failures=failures)
         return inputs, targets, meta
 
     def regressed_joints(self, poses, shape, trans, regressor=None):

@@ -2,6 +2,7 @@
 import numpy as np
 
 from common.body.joint_sets import COCO17, OPENPOSE18, SMPL30, flip_pairs
+from data.occlusion_failures import LIMBS, MISSED, ONTO_OCCLUDER, RADIUS, SWAP
 
 OPENPOSE_IN_SMPL30 = [SMPL30.index(n) for n in OPENPOSE18]
 COCO_IN_SMPL30 = [SMPL30.index(n) for n in COCO17]
@@ -55,17 +56,16 @@ def detector_pose(rng, person, joint_indices, names, image_size):
 
 # Detector failures under occlusion (generate(detector_failures=True)): how real 2D detectors fail on a joint they
 # cannot see, applied on top of detector_pose to every joint inside the image but hidden by another surface. The
-# rates are documented choices, not measured detector statistics; they follow the kinds of error PoseFix's taxonomy
-# (data.posefix) counts, made to depend on what actually hides the joint.
-FAILURE_ONTO_OCCLUDER = 0.3  # the hidden joint is reported on what hides it: the occluding person's joint of the
-#                              same name, or a point of the occluding object within FAILURE_RADIUS of the joint
-FAILURE_MISSED = 0.4  # else with this probability it is not reported at all (confidence 0); otherwise detector_pose's
-#                       output stays (itself dropped or low-confidence and noisy)
-FAILURE_SWAP = 0.3  # per arm / leg with a hidden joint on either side: its left and right chains swap
-FAILURE_RADIUS = 0.15  # x the person's box height
+# rates are documented choices, not measured detector statistics, stated once in data.occlusion_failures (training
+# inputs can fail the same way under pasted occluders); here they depend on what actually hides the joint:
+# FAILURE_ONTO_OCCLUDER: the hidden joint is reported on what hides it, the occluding person's joint of the same
+#     name or a point of the occluding object within FAILURE_RADIUS x the person's box height of the joint;
+# FAILURE_MISSED: else, with this probability, not reported at all (confidence 0); otherwise detector_pose's output
+#     stays (itself dropped or low-confidence and noisy);
+# FAILURE_SWAP: per arm / leg with a hidden joint on either side, its left and right chains swap.
+FAILURE_ONTO_OCCLUDER, FAILURE_MISSED, FAILURE_SWAP, FAILURE_RADIUS = ONTO_OCCLUDER, MISSED, SWAP, RADIUS
 FAILURE_CONFIDENCE = (0.3, 0.8)  # a wrong detection's confidence: detectors are confident about what they do see
 FAILURE_STREAM = 1  # last entry of the failures' own random stream (seed, split, image, FAILURE_STREAM)
-_LIMBS = (("Shoulder", "Elbow", "Wrist"), ("Hip", "Knee", "Ankle"))
 
 
 def occlusion_failures(rng, pose, person, people, front_layer, joint_indices, names):
@@ -104,7 +104,7 @@ def occlusion_failures(rng, pose, person, people, front_layer, joint_indices, na
             pose[j] = 0
             record["missed"].append(int(j))
     pairs = flip_pairs(names)
-    for limb in _LIMBS:
+    for limb in LIMBS:
         chain = [(a, b) for a, b in pairs if names[a][2:] in limb]
         if any(hidden_by[a] >= 0 or hidden_by[b] >= 0 for a, b in chain) and rng.random() < FAILURE_SWAP:
             for a, b in chain:

@@ -114,6 +114,9 @@ class Config:
     # Chance of pasting random textured occluders over a training crop (targets unchanged); 0 = off as in the
     # paper, main/configs/occlusion_aug.yaml turns it on for the ablation.
     synthetic_occlusion_prob: float = 0.0
+    # With pasted occluders, the input pose also fails on the joints they hide, as detectors do (reported on the
+    # occluder, missed, left/right swapped: data.occlusion_failures); not in the paper.
+    synthetic_occlusion_failures: bool = False
     update_bbox: bool = True  # re-randomise each training box (1.0-1.2 scale) at every __getitem__ (yamls)
     num_thread: int = 4  # DataLoader workers (official yamls 24, on a multi-GPU server)
     train_batch_size: int = 32  # stage 1: official 32 per GPU; here the batch of one optimiser step

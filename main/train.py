@@ -284,7 +284,8 @@ def train(cfg):
         joint_regressor_30=build_joint_regressor(cfg, data_body_model), h36m_regressor=h36m,
         input_img_shape=cfg.input_img_shape, output_hm_shape=cfg.output_hm_shape, bbox_3d_size=cfg.bbox_3d_size,
         update_bbox=cfg.update_bbox, augment=True, seed=cfg.seed, official_crowdpose_flip=cfg.official_crowdpose_flip,
-        official_crowdpose_fit_filter=cfg.official_crowdpose_fit_filter, occlusion_prob=cfg.synthetic_occlusion_prob)
+        official_crowdpose_fit_filter=cfg.official_crowdpose_fit_filter, occlusion_prob=cfg.synthetic_occlusion_prob,
+        occlusion_failures=cfg.synthetic_occlusion_failures)
     train_set = SkipUnreadable(train_set)
     sampler = EpochSampler(len(train_set), cfg.train_batch_size, cfg.seed, world.rank, world.world_size)
     steps_per_epoch = sampler.batches_per_epoch()

@@ -314,10 +314,13 @@ def test_the_official_training_mix_collates(tmp_path, symmetric):
     mix = build_train_dataset(["Human36M", "MuCo"], ["CrowdPose", "MSCOCO"], data_dir=tmp_path / "data",
                               body_model=layer, joint_regressor_30=j30, h36m_regressor=h36m,
                               input_img_shape=(256, 256), output_hm_shape=(64, 64, 64), bbox_3d_size=2.0,
-                              update_bbox=True, augment=True, seed=0, official_crowdpose_flip=False)
+                              update_bbox=True, augment=True, seed=0, official_crowdpose_flip=False,
+                              occlusion_prob=0.25, occlusion_failures=True)
     group_3d, group_2d = mix.dbs
     assert isinstance(mix, MultipleDatasets) and len(group_3d) == 10 + 2 and len(group_2d) == 7 + 5
     assert [type(db).__name__ for db in group_3d.dbs + group_2d.dbs] == ["Human36M", "MuCo", "CrowdPose", "MSCOCO"]
+    for db in group_3d.dbs + group_2d.dbs:  # the occlusion settings reach every dataset's sample builder
+        assert (db.builder.occlusion_prob, db.builder.occlusion_failures) == (0.25, True), type(db).__name__
     mix.set_epoch(1)
     loader = torch.utils.data.DataLoader(mix, batch_size=6, sampler=[0, 10, 11, 12, 19, 23])
     inputs, targets, meta = next(iter(loader))

@@ -447,6 +447,41 @@ def test_occluders_change_only_the_image(body):
     assert covered_joint  # some annotated joint was under an occluder and kept its target
 
 
+def test_occlusion_failures_change_the_input_pose_only_where_the_occluder_hides_a_joint(body):
+    person = _person(body)
+    kinds = {"onto_occluder": 0, "missed": 0, "swapped": 0}
+    for seed in range(30):
+        kwargs = {"occlusion_prob": 1.0}
+        plain = _build(body, person, aug=_aug(1.1, 10.0), seed=seed, builder_kwargs=kwargs)
+        failing = _build(body, person, aug=_aug(1.1, 10.0), seed=seed,
+                         builder_kwargs={**kwargs, "occlusion_failures": True})
+        mask, record = failing[3].occluder_mask, failing[3].occlusion_failures
+        assert plain[3].occlusion_failures is None
+        # The same crop, occluder and targets: only the input pose changes.
+        np.testing.assert_array_equal(failing[0]["img"], plain[0]["img"])
+        for group_plain, group_failing in zip(plain[1:3], failing[1:3]):
+            for key in group_plain:
+                np.testing.assert_array_equal(group_failing[key], group_plain[key], err_msg=key)
+        crop_truth = plain[1]["orig_joint_img"][:, :2] * 4  # heatmap frame (64) -> crop pixels (256)
+        on_occluder = np.zeros(len(SMPL30), bool)
+        for j in np.flatnonzero(plain[2]["orig_joint_trunc"][:, 0]):
+            x, y = np.round(crop_truth[j]).astype(int)
+            on_occluder[j] = 0 <= x < 256 and 0 <= y < 256 and mask[y, x] > 0.5
+        changed = (failing[0]["joints"] != plain[0]["joints"]).any(1) | \
+            (failing[0]["joints_mask"] != plain[0]["joints_mask"]).any(1)
+        allowed = on_occluder.copy()
+        allowed[record["swapped"]] = True
+        assert not (changed & ~allowed).any()
+        for j in set(record["onto_occluder"]) - set(record["swapped"]):  # a swap moves the joint to its partner
+            x, y = np.round(failing[0]["joints"][j] * 4).astype(int)
+            assert mask[y, x] > 0.5 and on_occluder[j]
+        for j in set(record["missed"]) - set(record["swapped"]):
+            assert failing[0]["joints_mask"][j, 0] == 0 and on_occluder[j]
+        for kind in kinds:
+            kinds[kind] += len(record[kind])
+    assert all(count > 0 for count in kinds.values()), kinds
+
+
 def test_occlusion_is_off_by_default_and_checked(body):
     layer, j30, _ = body
     for seed in range(10):

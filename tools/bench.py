@@ -700,7 +700,7 @@ def bench_data(cfg, args, device, done):
         muco = MuCo(folder, smpl, j30, np.load(body_dir / "J_regressor_h36m_correct.npy"),
                     input_img_shape=cfg.input_img_shape, output_hm_shape=cfg.output_hm_shape,
                     bbox_3d_size=cfg.bbox_3d_size, update_bbox=cfg.update_bbox, augment=True, seed=args.seed,
-                    occlusion_prob=cfg.synthetic_occlusion_prob)
+                    occlusion_prob=cfg.synthetic_occlusion_prob, occlusion_failures=cfg.synthetic_occlusion_failures)
         pw3d = PW3D(folder / "3DPW", "3dpw", input_img_shape=cfg.input_img_shape,
                     output_hm_shape=cfg.output_hm_shape)
         datasets = {"muco": muco, "pw3d": pw3d}
