@@ -23,19 +23,26 @@ ONTO_OCCLUDER = 0.3
 MISSED = 0.4
 SWAP = 0.3
 RADIUS = 0.15  # x the person's box height
+COVERED = 0.5  # a pixel belongs to the occluder where the pasted alpha exceeds this
 LIMBS = (("Shoulder", "Elbow", "Wrist"), ("Hip", "Knee", "Ankle"))
 
 
-def hidden_joints(joints, valid, coverage, threshold=0.5):
+def occluder_pixels(coverage):
+    """(N, 2) x, y of the pixels of coverage (H, W) (the pasted occluders' alpha) that belong to an occluder."""
+    rows, cols = np.nonzero(coverage > COVERED)
+    return np.stack([cols, rows], axis=1)
+
+
+def hidden_joints(joints, valid, coverage):
     """(J,) bool: annotated joints (valid > 0) whose true position (J, 2) x, y in the coverage map's pixels lies on
-    a pixel of coverage (H, W) (the pasted occluders' alpha) above `threshold`. Joints outside the map are not
-    hidden."""
+    an occluder pixel of coverage (H, W) (the pasted occluders' alpha, above COVERED). Joints outside the map are
+    not hidden."""
     joints = np.asarray(joints, dtype=np.float64)[:, :2]
     height, width = coverage.shape
     cols, rows = np.round(joints[:, 0]).astype(np.int64), np.round(joints[:, 1]).astype(np.int64)
     inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height) & (np.asarray(valid).reshape(-1) > 0)
     hidden = np.zeros(len(joints), bool)
-    hidden[inside] = coverage[rows[inside], cols[inside]] > threshold
+    hidden[inside] = coverage[rows[inside], cols[inside]] > COVERED
     return hidden
 
 

@@ -38,7 +38,7 @@ from common.body.joint_sets import SMPL30, SMPL30_FLIP_PAIRS, UNSUPERVISED_SMPL_
 from common.body.regressed_joints import RegressedJoints
 from common.errors import InputError
 from data.occluder import occlude
-from data.occlusion_failures import hidden_joints, occlusion_failures
+from data.occlusion_failures import hidden_joints, occluder_pixels, occlusion_failures
 from data.posefix import overlapping_people, posefix
 from data.preprocessing import (
     TEST_AUG,
@@ -403,11 +403,10 @@ class TrainSampleBuilder:
             to_crop = np.array([self.input_img_shape[1] / self.output_hm_shape[2],
                                 self.input_img_shape[0] / self.output_hm_shape[1]])
             true_xy = orig_joint_img[:, :2] * to_crop
-            rows, cols = np.nonzero(occluder_mask > 0.5)
             box_height = float(bbox[3]) * np.sqrt(abs(np.linalg.det(np.asarray(img2bb, np.float64)[:, :2])))
             input_xy, mask, failures = occlusion_failures(
                 np.asarray(input_joints)[:, :2] * to_crop, joints_mask, true_xy,
-                hidden_joints(true_xy, joints_mask, occluder_mask), np.stack([cols, rows], axis=1), box_height,
+                hidden_joints(true_xy, joints_mask, occluder_mask), occluder_pixels(occluder_mask), box_height,
                 SMPL30, rng)
             input_joints = input_xy / to_crop
             joints_mask = mask.reshape(joints_mask.shape)
