@@ -38,7 +38,8 @@ or kept with low confidence and more noise; an occasional left/right swap; joint
 With `detector_failures` (off by default), the test and crowd input poses also fail on hidden joints the way
 detectors do under occlusion (embedded.detections.occlusion_failures: reported on the occluding person's joint or
 on the occluding object, missed, or the limb's left and right swapped; rates FAILURE_*); the training split has no
-input poses (its loader synthesises them from the ground truth), so only the evaluation changes.
+input poses (its loader synthesises them from the ground truth), so only the evaluation changes; the training
+config key synthetic_occlusion_failures makes those fail the same way under pasted occluders (data.occlusion_failures).
 Extra fields (`synthetic` in each annotation) keep the noise-free OpenPose joints, the noise scale, swaps, failures
 and occlusion numbers; the real loaders ignore them.
 
