@@ -18,6 +18,18 @@ def _square(centre, half):
     return np.stack([xs.ravel(), ys.ravel()], 1) + np.round(centre)
 
 
+def _fail_one_joint(seed, joint, half):
+    """occlusion_failures on a random pose with only `joint` hidden, under a square occluder of side 2 * half + 1
+    around its true position, box height 40. Returns (joints, truth, occluder points, the function's output)."""
+    rng = np.random.default_rng(seed)
+    joints, truth = _pose(rng), _pose(rng)
+    hidden = np.zeros(len(SMPL30), bool)
+    hidden[joint] = True
+    points = _square(truth[joint], half)
+    mask = np.ones(len(SMPL30), np.float32)
+    return joints, truth, points, occlusion_failures(joints, mask, truth, hidden, points, 40.0, SMPL30, rng)
+
+
 def test_hidden_joints_are_the_annotated_joints_on_covered_pixels():
     coverage = np.zeros((20, 30), np.float32)
     coverage[5:10, 10:20] = 1.0
@@ -32,13 +44,7 @@ def test_hidden_joints_fail_at_the_documented_rates_and_the_others_stay():
     counts = {"onto_occluder": 0, "missed": 0, "swapped": 0}
     draws = 3000
     for seed in range(draws):
-        rng = np.random.default_rng(seed)
-        joints, truth = _pose(rng), _pose(rng)
-        hidden = np.zeros(len(SMPL30), bool)
-        hidden[PELVIS] = True
-        points = _square(truth[PELVIS], 6)
-        mask = np.ones(len(SMPL30), np.float32)
-        out, out_mask, record = occlusion_failures(joints, mask, truth, hidden, points, 40.0, SMPL30, rng)
+        joints, truth, points, (out, out_mask, record) = _fail_one_joint(seed, PELVIS, 6)
         others = np.arange(len(SMPL30)) != PELVIS
         np.testing.assert_array_equal(out[others], joints[others])  # no limb hidden: nothing else moves
         np.testing.assert_array_equal(out_mask[others], 1)
@@ -62,13 +68,7 @@ def test_a_hidden_wrist_swaps_its_arm_and_only_its_arm():
     swaps = 0
     draws = 2000
     for seed in range(draws):
-        rng = np.random.default_rng(seed)
-        joints, truth = _pose(rng), _pose(rng)
-        hidden = np.zeros(len(SMPL30), bool)
-        hidden[L_WRIST] = True
-        mask = np.ones(len(SMPL30), np.float32)
-        out, out_mask, record = occlusion_failures(joints, mask, truth, hidden, _square(truth[L_WRIST], 3), 40.0,
-                                                   SMPL30, rng)
+        joints, _, _, (out, _, record) = _fail_one_joint(seed, L_WRIST, 3)
         untouched = [j for j in range(len(SMPL30)) if j not in ARM]
         np.testing.assert_array_equal(out[untouched], joints[untouched])
         if record["swapped"]:
