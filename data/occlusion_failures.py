@@ -5,7 +5,8 @@ image shows, so the image never tells the network which input joints to distrust
 the joints they cannot see: the joint is reported on whatever hides it, not reported at all, or the limb's left and
 right are confused. With synthetic occluders pasted over the crop (data.occluder) the hidden joints are known
 exactly, and this module makes the input pose fail on them in those three ways (an option of the training builder,
-off by default; not in the official code). Only the input pose changes: targets, validity and truncation stay.
+off by default; not in the official code). Only the input pose and its mask change; the targets and their
+validity stay.
 
 The rates are documented choices, the same as the synthetic benchmark's test-time failures
 (embedded.detections.occlusion_failures), so that a model trained with them meets at test time what it learnt:

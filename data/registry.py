@@ -32,8 +32,7 @@ def _train_class(name):
 def build_train_dataset(names_3d, names_2d, *, data_dir, body_model, joint_regressor_30, h36m_regressor,
                         input_img_shape=(256, 256), output_hm_shape=(64, 64, 64), bbox_3d_size=2.0, update_bbox=True,
                         augment=True, seed=0, occlusion_prob=0.0, occlusion_failures=False,
-                        official_crowdpose_flip=False,
-                        official_crowdpose_fit_filter=False):
+                        official_crowdpose_flip=False, official_crowdpose_fit_filter=False):
     """The training set of spec 4.4: the 3D datasets concatenated (in the given order), the 2D datasets
     concatenated, then the two groups balanced with MultipleDatasets(make_same_len=True). If one group is empty,
     the other group alone. The arguments go to every dataset (module docstring); `seed` also seeds the mix."""
