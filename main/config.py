@@ -261,6 +261,9 @@ class Config:
              f"max_bad_samples_fraction must be in [0, 1], got {self.max_bad_samples_fraction}")
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         need(0 <= self.image_only_prob <= 1, f"image_only_prob must be in [0, 1], got {self.image_only_prob}")
+        need(not self.synthetic_occlusion_failures or self.synthetic_occlusion_prob > 0,
+             "synthetic_occlusion_failures makes the input pose fail on the joints that pasted occluders hide, so it "
+             "needs synthetic_occlusion_prob > 0 (e.g. 0.5)")
         need(0 <= self.input_joint_mask_prob <= 1,
              f"input_joint_mask_prob must be in [0, 1], got {self.input_joint_mask_prob}")
         need(self.pose_head in POSE_HEADS, f"pose_head must be one of {POSE_HEADS}, got {self.pose_head!r}")

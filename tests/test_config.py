@@ -172,6 +172,7 @@ def test_override_without_equals_sign_is_an_error():
     ("loss_multipliers=[1, 2]", ["loss_multipliers", "mapping"]),
     ("loss_multipliers={smpl_shape: -1}", ["loss_multipliers", ">= 0"]),
     ("loss_multipliers={smpl_shape: heavy}", ["loss_multipliers[smpl_shape]", "float"]),
+    ("synthetic_occlusion_failures=true", ["synthetic_occlusion_failures", "synthetic_occlusion_prob > 0"]),
 ])
 def test_bad_values_give_a_clear_error(override, words):
     with pytest.raises(ConfigError) as info:
