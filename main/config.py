@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from common.errors import InputError
-from common.model.backbone import BACKBONE_INITS
+from common.model.backbone import BACKBONE_INITS, RESNET_BLOCKS
 from common.model.jotr import POSE_HEADS
 from data.pw3d import CROWD_POSE_SOURCES
 
@@ -41,7 +41,7 @@ OFFICIAL_SIGMA, OFFICIAL_HM_WIDTH = 2.5, 64
 # Path fields that may start with a placeholder for another field's value.
 PATH_PLACEHOLDERS = ("data_dir", "output_dir")
 
-RESNET_DEPTHS = (18, 34, 50, 101, 152)
+RESNET_DEPTHS = tuple(sorted(RESNET_BLOCKS))
 AMP_MODES = ("off", "bf16", "fp16")
 _DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 

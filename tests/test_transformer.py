@@ -1,5 +1,7 @@
 """The fast CPU dropout (common/speed/dropout.py) installed on the transformer: the distribution of F.dropout, at a
 lower cost, with the same module layout."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -42,6 +44,21 @@ def test_attention_training_path_matches_the_fused_kernel():
     explicit = attention.train()(q, kv, kv)
     fused = attention.eval()(q, kv, kv)
     torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_without_dropout_trains_through_explicit_products_with_the_fused_gradients(monkeypatch):
+    torch.manual_seed(4)
+    plain = Attention(32, 4, dropout=0.0).train()
+    fast = use_fast_cpu_dropout(copy.deepcopy(plain))
+    q, kv = torch.randn(3, 9, 32, requires_grad=True), torch.randn(3, 27, 32, requires_grad=True)
+    plain(q, kv, kv).square().sum().backward()
+    expected = [t.grad.clone() for t in (q, kv, *plain.parameters())]
+    q.grad = kv.grad = None
+    # The fused kernel's CPU backward is what the explicit products replace in training: it must not be called.
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", None)
+    fast(q, kv, kv).square().sum().backward()
+    for want, got in zip(expected, [t.grad for t in (q, kv, *fast.parameters())], strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.slow

@@ -3,7 +3,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet
 
+# Depth -> (block, blocks per stage). 10, one block per stage, is a size for training from scratch on a CPU.
 RESNET_BLOCKS = {
+    10: (resnet.BasicBlock, (1, 1, 1, 1)),
     18: (resnet.BasicBlock, (2, 2, 2, 2)),
     34: (resnet.BasicBlock, (3, 4, 6, 3)),
     50: (resnet.Bottleneck, (3, 4, 6, 3)),

@@ -47,7 +47,7 @@ class JOTR(nn.Module):
         body_model: SMPL layer (common.body.body_model.SMPLLayer), gender neutral; maps pose (B, 72), betas (B, 10),
             translation (B, 3) to vertices (B, V, 3) in metres.
         joint_regressor: (30, V) array, the SMPL-30 regressor (common.body.body_model.joint_regressor_30).
-        resnet_type: ResNet depth of the backbone (18/34/50/101/152).
+        resnet_type: ResNet depth of the backbone (10/18/34/50/101/152).
         input_img_shape: crop (H, W) in pixels. output_hm_shape: heatmap grid (D, H, W).
         sigma: input heatmap Gaussian std (heatmap pixels). focal, princpt: virtual crop camera (pixels).
         camera_3d_size: depth scale of the camera translation (metres). pose_head: 'vposer' (the paper: a 32-d
