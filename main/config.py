@@ -161,7 +161,8 @@ class Config:
     # BN folded into the convolutions and fused residual convolutions for evaluation and the demo (common.speed.fusion);
     # false evaluates the plain model.
     fast_inference: bool = True
-    # Training dropout with a cheaper CPU random mask (common.speed.dropout); false: nn.Dropout, PyTorch attention.
+    # CPU training: dropout with a cheaper random mask, attention as explicit products (common.speed.dropout);
+    # false: nn.Dropout and PyTorch's fused attention.
     fast_cpu_dropout: bool = True
     compile: bool = False
     # CPU processes keep freed memory for reuse instead of returning it to the kernel (common/speed/process.py

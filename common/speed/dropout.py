@@ -1,7 +1,8 @@
-"""Fast CPU dropout for training (the `fast_cpu_dropout` config key). On the CPU, random numbers dominate the cost of
-dropout (torch.rand and bernoulli_ spend one Mersenne-Twister draw per element); `drop_mask` cuts each 64-bit draw into
-four 16-bit ones. The masks are drawn from a different random stream than F.dropout's, so a run with the key off is
-reproducible but not bitwise equal to one with it on.
+"""Fast CPU dropout and attention for training (the `fast_cpu_dropout` config key). On the CPU, random numbers dominate
+the cost of dropout (torch.rand and bernoulli_ spend one Mersenne-Twister draw per element); `drop_mask` cuts each
+64-bit draw into four 16-bit ones. The masks are drawn from a different random stream than F.dropout's, so a run with
+the key off is reproducible but not bitwise equal to one with it on. `attend` trains the attention through explicit
+products, whose backward is cheaper than the fused kernel's on short sequences.
 """
 import math
 
