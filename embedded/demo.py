@@ -2,7 +2,7 @@
 
 1. the procedural mannequin body model and a synthetic occluded-people benchmark, written in the real 3DPW, MuCo
    and MSCOCO formats (output/synthetic; reused when it already exists);
-2. training of a CPU-sized JOTR (main/configs/embedded.yaml: ResNet-18, 96x96 crops, direct 6D pose head) with
+2. training of a CPU-sized JOTR (main/configs/embedded.yaml: ResNet-10, 96x96 crops, direct 6D pose head) with
    the real training code (output/embedded; an existing finished run is reused, an interrupted one resumed);
 3. evaluation on the synthetic 3DPW-style test sets (all, object-occluded, person-occluded, crowd) with the real
    evaluation code, beside a trivial baseline (the mean training pose and shape at the detected 2D root), and the
