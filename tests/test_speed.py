@@ -1,5 +1,6 @@
 """The speed switches (common/speed/) must not change what the model computes, and the process settings must do
 what they say."""
+import os
 import platform
 import subprocess
 import sys
@@ -144,6 +145,16 @@ def test_reused_cpu_memory_is_not_page_faulted_again():
     if "[always]" not in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text():
         # The default: each freed block went back to the kernel, and 3 x 128 MiB of 4 KiB pages are faulted in again.
         assert faults >= 3 * 32768 * 0.9
+
+
+def test_cpu_process_setup_runs_numpy_blas_on_one_thread():
+    # OpenBLAS's idle threads busy-wait after each call and would take a core from PyTorch's (common/speed/process.py).
+    script = ("from threadpoolctl import threadpool_info\nfrom common.speed import setup_cpu_process\n"
+              "setup_cpu_process(reuse_cpu_memory=False)\n"
+              "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True,
+                            env={**os.environ, "OPENBLAS_NUM_THREADS": "2"})
+    assert result.stdout.strip() == "[1]"
 
 
 def test_inference_model_without_fusion_is_the_plain_model(trained_bn_model):
