@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.model.backbone import RESNET_BLOCKS
 from main.config import load_config
 from tools import bench
 
@@ -143,7 +144,8 @@ def test_embedded_step_runs_the_presets_step(full_run):
     # for the image), which sum to the forward count's convolution FLOPs times 3 less the image's gradient.
     convs = step["convolutions"]
     names = [row["name"] for row in convs["rows"]]
-    assert "backbone.conv1" in names and "backbone.layer4.1.conv2" in names and "pose2feat.conv.0" in names
+    last_conv = f"backbone.layer4.{RESNET_BLOCKS[preset.resnet_type][1][3] - 1}.conv2"  # of the preset's depth
+    assert "backbone.conv1" in names and last_conv in names and "pose2feat.conv.0" in names
     assert len(names) == len(set(names))
     first = convs["rows"][names.index("backbone.conv1")]
     assert first["input_shape"] == [2, 3, *preset.input_img_shape]
