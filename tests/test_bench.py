@@ -18,7 +18,7 @@ from tools import bench
 # One thread: the tests check function, not speed, and two threads on a busy two-core machine are many times slower.
 QUICK = ["--quick", "--threads", "1", "--steps", "2", "--warmup", "1"]
 CRITERIA = ["forward_fp32_fraction_of_ceiling", "forward_bf16_speedup", "forward_bf16_fraction_of_bf16_ceiling",
-            "train_step_fraction_of_ceiling",
+            "train_step_fraction_of_ceiling", "train_step_bf16_fraction_of_bf16_ceiling",
             "contrastive_step_ratio", "data_worker_vs_train_step", "embedded_step_fraction_of_ceiling"]
 
 
@@ -111,7 +111,21 @@ def test_train_step_variants(full_run):
     sections = full_run[1]["sections"]
     train = sections["train_step"]
     layout = "channels_last" if bench.TRAIN_CHANNELS_LAST else "plain"
-    assert set(train["variants"]) == {"plain", "channels_last", f"{layout}+contrastive"}
+    # The bf16 step is timed where the CPU computes bf16 products, as main.train's amp=bf16 runs it.
+    bf16 = f"{layout} bf16"
+    with_bf16 = bench._bf16_hardware(sections)
+    expected = {"plain", "channels_last", f"{layout}+contrastive"} | ({bf16} if with_bf16 else set())
+    assert set(train["variants"]) == expected
+    assert (train["bf16"] is not None) == with_bf16
+    if with_bf16:
+        bf16_times = train["variants"][bf16]["all_wall_s"]
+        assert train["bf16"]["step_s"] == train["variants"][bf16]["wall_s"]
+        assert len(train["bf16"]["reference_gflops"]) == len(bf16_times)
+        assert train["bf16"]["paired_fraction"] == pytest.approx(statistics.median(
+            3 * train["forward_flops_per_image"] * train["batch"] / t / 1e9 / r
+            for t, r in zip(bf16_times, train["bf16"]["reference_gflops"])))
+        assert train["bf16"]["speedup"] == pytest.approx(statistics.median(
+            a / b for a, b in zip(train["variants"][layout]["all_wall_s"], bf16_times)))
     for variant in train["variants"].values():
         assert variant["wall_s"] == pytest.approx(statistics.median(variant["all_wall_s"]))
         assert variant["images_per_s"] == pytest.approx(train["batch"] / variant["wall_s"])

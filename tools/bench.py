@@ -22,7 +22,10 @@ Sections (one function each in SECTIONS; they run in that order, whatever the or
               terms at the config's sampling counts, plus the other layout without them; per variant the median
               step time, images/s and the step's peak memory; the contrastive ratio (median over rounds of the
               with / without step times), 3 x forward FLOPs x batch / step time and its fraction of the ceiling,
-              and the contrastive losses' own forward + backward time.
+              and the contrastive losses' own forward + backward time. Where the hardware computes bf16 products
+              (AVX-512 BF16, AMX, or a GPU with bf16), the step without the contrastive terms again under bf16 autocast
+              (main.train's amp=bf16): its FLOP rate, fraction of the bf16 ceiling (paired with a bf16 matmul timed
+              in the same rounds) and its speed-up over the float32 step.
   embedded_step  the training step of `make demo`'s model (main/configs/embedded.yaml: its network, its batch --
               --batch with --quick --, its amp dtype, contrastive terms and gradient clipping), as main.train runs it;
               FLOPs counted as for train_step (3 x the float32 forward's FLOPs x batch); its median step time,
@@ -301,6 +304,7 @@ def one_worker_threads():
 
 
 REFERENCE = "float32 matmul (reference)"  # the ceiling's matmul, timed in the same rounds as a section's variants
+BF16_REFERENCE = "bf16 matmul (reference)"
 REFERENCE_REPEATS = 3  # back-to-back products per reference call; the round's ceiling is the fastest
 
 
@@ -483,11 +487,12 @@ def bench_train_step(cfg, args, device, done):
     nce_gen = torch.Generator().manual_seed(args.seed)
     inputs, targets, meta = random_batch(cfg, args.batch, device, data_gen)
 
-    def step(name, with_contrastive):
+    def step(name, with_contrastive, amp_dtype=None):
         def call():
             model, (awl, optimizer) = models[name], optimizers[name]
-            out = model(inputs["img"], inputs["joints"], inputs["joints_mask"])
-            total, _ = awl(supervised_losses(out, targets, meta, cfg.output_hm_shape))
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                out = model(inputs["img"], inputs["joints"], inputs["joints_mask"])
+                total, _ = awl(supervised_losses(out, targets, meta, cfg.output_hm_shape))
             if with_contrastive:
                 nce = contrastive.forward_batch(out, targets, meta, nce_gen)
                 total = total + cfg.intra_weight * nce["intra_nce"] + cfg.inter_weight * nce["inter_nce"]
@@ -512,10 +517,19 @@ def bench_train_step(cfg, args, device, done):
     calls = {layout: step(layout, False), with_name: step(layout, True)}
     other = "plain" if layout == "channels_last" else "channels_last"
     calls[other] = step(other, False)
+    # The same step under bf16 autocast (main.train's amp=bf16), where the hardware computes bf16 products.
+    bf16_products = torch.cuda.is_bf16_supported() if device.type == "cuda" else _bf16_hardware(done)
+    bf16_name = f"{layout} bf16" if bf16_products else None
+    if bf16_name:
+        calls[bf16_name] = step(layout, False, torch.bfloat16)
     reference = ReferenceMatmul(args, device, done)
-    wall, cpu = time_interleaved(calls | {REFERENCE: reference}, args.warmup, args.steps, device)
-    wall.pop(REFERENCE)
-    cpu.pop(REFERENCE)
+    references = {REFERENCE: reference}
+    if bf16_name:
+        references[BF16_REFERENCE] = ReferenceMatmul(args, device, done, "bfloat16")
+    wall, cpu = time_interleaved(calls | references, args.warmup, args.steps, device)
+    for name in references:
+        wall.pop(name)
+        cpu.pop(name)
     reference_gflops = reference.round_rates(args.steps)
     loss_only, _ = time_interleaved({"loss": contrastive_only}, args.warmup, max(args.steps, 5), device)
     memory = {name: peak_memory_mb(call, device) for name, call in calls.items()}
@@ -541,8 +555,18 @@ def bench_train_step(cfg, args, device, done):
         "ratio": paired_ratio(wall[with_name], wall[layout]), "ratio_cpu": paired_ratio(cpu[with_name], cpu[layout]),
         "channels_last_speedup": paired_ratio(wall["plain"], wall["channels_last"]),
         "contrastive_loss_only_s": statistics.median(loss_only["loss"]),
+        "bf16": None,
         "peak_memory_method": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS growth (VmHWM)",
     }
+    if bf16_name:
+        bf16_s = variants[bf16_name]["wall_s"]
+        bf16_reference = references[BF16_REFERENCE].round_rates(args.steps)
+        result["bf16"] = {"variant": bf16_name, "step_s": bf16_s, "gflops": 3 * flops["total"] / bf16_s / 1e9,
+                          "fraction_of_bf16_ceiling": _fraction(3 * flops["total"] / bf16_s / 1e9,
+                                                                _ceiling(done, "bfloat16")),
+                          "paired_fraction": paired_fraction(3 * flops["total"], wall[bf16_name], bf16_reference),
+                          "reference_gflops": bf16_reference,
+                          "speedup": paired_ratio(wall[layout], wall[bf16_name])}
     table = [f"train_step: ResNet-{cfg.resnet_type}, batch {args.batch}, float32, {device}, {args.steps} rounds; "
              f"3 x {flops['total'] / args.batch / 1e9:.2f} GFLOP/image forward",
              f"  {'':<28}{'wall median':>12}{'wall min':>10}{'cpu median':>12}{'images/s':>10}{'peak MiB':>10}"]
@@ -557,6 +581,13 @@ def bench_train_step(cfg, args, device, done):
         f"{result['paired_fp32_fraction']:.3f} of the matmul timed in the same rounds)",
         f"  contrastive losses alone, forward + backward: {result['contrastive_loss_only_s'] * 1000:.1f} ms",
     ]
+    if result["bf16"]:
+        b = result["bf16"]
+        table.append(f"  {bf16_name}: {b['gflops']:.1f} GFLOP/s ({_fmt(b['fraction_of_bf16_ceiling'], '.2f')} of the "
+                     f"bf16 ceiling; {b['paired_fraction']:.3f} of the bf16 matmul timed in the same rounds), "
+                     f"{b['speedup']:.2f}x the float32 step")
+    else:
+        table.append(f"  bf16 step: not timed ({device} computes no bf16 products: no AVX-512 BF16 or AMX)")
     return result, table
 
 
@@ -824,6 +855,11 @@ CRITERIA = (
      lambda s, b: s["train_step"]["paired_fp32_fraction"], ">=", 0.70,
      "train step, float32, batch {batch}, no contrastive: 3 x forward FLOPs x batch / step time / float32 matmul "
      "GFLOP/s (same rounds)"),
+    # Not measured (None) on CPUs without bf16 products, where the section does not time the bf16 step.
+    ("train_step_bf16_fraction_of_bf16_ceiling", ("train_step",),
+     lambda s, b: s["train_step"]["bf16"]["paired_fraction"] if s["train_step"]["bf16"] else None, ">=", 0.5,
+     "train step, bf16 autocast, batch {batch}, no contrastive: 3 x forward FLOPs x batch / step time / bf16 matmul "
+     "GFLOP/s (same rounds; CPUs with AVX-512 BF16 or AMX, and GPUs)"),
     ("contrastive_step_ratio", ("train_step",), lambda s, b: s["train_step"]["ratio"], "<=", 1.15,
      "train step time with the contrastive terms / without (median of rounds)"),
     ("data_worker_vs_train_step", ("train_step", "data"),
