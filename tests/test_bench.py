@@ -28,11 +28,11 @@ def positive(value):
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
-    """All sections, --quick: (returned report, report read back from the json file)."""
+    """All sections, --quick, with --profile: (returned report, report read back from the json file)."""
     path = tmp_path_factory.mktemp("bench") / "out" / "bench.json"
     torch_threads = torch.get_num_threads()
     try:
-        report = bench.main(QUICK + ["--output", str(path)])
+        report = bench.main(QUICK + ["--profile", "--output", str(path)])
     finally:
         torch.set_num_threads(torch_threads)
     return report, json.loads(path.read_text())
@@ -104,6 +104,11 @@ def test_forward_rows(full_run):
     rows = {(r["batch"], r["dtype"], r["switches"]): r for r in forward["rows"]}
     fp32, bf16 = (rows[(2, d, bench.INFERENCE_SWITCHES)]["times_s"] for d in ("float32", "bfloat16"))
     assert forward["bf16_speedup"]["value"] == pytest.approx(statistics.median(a / b for a, b in zip(fp32, bf16)))
+    # --profile: the inference forward in both dtypes; its BatchNorm is folded into the convolutions.
+    assert set(forward["profile"]) == {"float32", "bfloat16"}
+    for profile in forward["profile"].values():
+        assert profile["ms"]["convolution"] > 0 and profile["ms"]["batch norm"] == 0
+        assert profile["optimizer_step_ms"] == 0
 
 
 @pytest.mark.slow
@@ -141,6 +146,11 @@ def test_train_step_variants(full_run):
     # The train-mode forward computes what the eval-mode forward computes.
     assert train["forward_flops_per_image"] == pytest.approx(sections["forward"]["flops_per_image"]["2"]["total"])
     assert positive(train["contrastive_loss_only_s"])
+    # --profile: each timed dtype's step broken down, its convolutions' and products' rates from the step's FLOPs.
+    assert set(train["profile"]) == {"float32"} | ({"bfloat16"} if with_bf16 else set())
+    for profile in train["profile"].values():
+        assert profile["ms"]["convolution"] > 0 and profile["optimizer_step_ms"] > 0
+        assert set(profile["fraction_of_ceiling"]) == {"convolution", "matrix products"}
 
 
 @pytest.mark.slow
@@ -169,6 +179,7 @@ def test_embedded_step_runs_the_presets_step(full_run):
     assert all(positive(row["seconds"]) and positive(row["fraction_of_ceiling"]) for row in convs["rows"])
     # Convolutions at the ceiling can only raise the step's fraction.
     assert convs["step_fraction_with_convolutions_at_ceiling"] > step["fraction_of_ceiling"] * 0.999
+    assert step["profile"]["ms"]["convolution"] > 0 and step["profile"]["optimizer_step_ms"] > 0
 
 
 def test_data_and_eval_throughput(full_run):
@@ -227,7 +238,35 @@ def test_flop_count_matches_the_analytic_count():
     attention_macs = 2 * 3 * 5 * 7 * 8 + 2 * 3 * 5 * 7 * 8  # Q K^T, then softmax(.) V
     with torch.no_grad():
         flops = bench.count_flops(run)
-    assert flops == {"total": 2 * (conv_macs + linear_macs + attention_macs), "conv": 2 * conv_macs}
+    assert flops == {"total": 2 * (conv_macs + linear_macs + attention_macs), "conv": 2 * conv_macs,
+                     "attention": 2 * attention_macs}
+
+
+def test_profile_breaks_a_call_down_by_kind_of_work():
+    """--profile's breakdown (what a profile of an unmet target on a new machine rests on): a call of known
+    convolution and product work lands in those categories, the per-category times add up to the profiled total,
+    and the fraction of the ceiling follows from the FLOPs given."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 16, kernel_size=3, padding=1)
+    image, a, b = torch.rand(4, 16, 32, 32), torch.rand(64, 64), torch.rand(64, 64)
+
+    def run():
+        with torch.no_grad():
+            conv(image)
+            torch.mm(a, b)
+            (a * 2).to(torch.float64)
+
+    profile = bench.profile_breakdown(run, 2, {"convolution": 4e6, "matrix products": 2 * 64**3}, ceiling=100.0)
+    ms = profile["ms"]
+    assert set(ms) == {category for category, _ in bench.PROFILE_CATEGORIES} | {"other"}
+    assert ms["convolution"] > 0 and ms["matrix products"] > 0 and ms["copies and casts"] > 0
+    assert ms["batch norm"] == ms["fused attention"] == 0
+    assert profile["profiled_ms"] == pytest.approx(sum(ms.values()))
+    assert profile["fraction_of_ceiling"]["convolution"] == pytest.approx(4e6 / (ms["convolution"] / 1e3) / 1e9 / 100)
+    assert profile["optimizer_step_ms"] == 0
+    assert bench._profile_category("aten::convolution_backward") == "convolution"
+    assert bench._profile_category("aten::mm") == "matrix products"
+    assert bench._profile_category("aten::mm_out_something") == "other"  # matrix products by exact name only
 
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="the CPU peak-memory probe reads /proc")

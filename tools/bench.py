@@ -2,6 +2,7 @@
 dataset download, no real body model needed).
 
     python -m tools.bench [--batch 8] [--steps 5] [--warmup 2] [--device auto] [--threads N] [--quick] [--compile]
+                          [--profile]
                           [--sections machine,forward,train_step,embedded_step,data,eval,checkpoint]
                           [--output output/bench/bench.json]
 
@@ -59,6 +60,13 @@ Threads: --threads sets the math libraries' thread count (default: torch's, one 
 busy processes, threads that wait for a descheduled sibling at every parallel region make each op many times slower
 (25x measured on 2 cores next to a 2-core job): measure on a quiet machine, or with fewer threads than cores.
 
+Profile: --profile adds, to the forward (float32 and bf16, --batch, INFERENCE_SWITCHES), train_step (each timed
+dtype, without the contrastive terms) and embedded_step sections, a breakdown of one call by kind of work
+(profile_breakdown: convolutions, matrix products, fused attention, batch norm, softmax, copies and casts, other,
+in ms and as a share, and the fraction of the ceiling the convolutions and the matrix products reach inside the
+call), stored under the section's "profile". It shows where a fraction of the ceiling is lost on the machine it runs
+on.
+
 Timing: `warmup` untimed calls, then `steps` timed calls of every variant of a section, in rounds whose order is
 rotated each round so that load from other processes affects all variants alike; medians are reported. On CUDA,
 each timed call is bracketed by torch.cuda.synchronize. Peak memory: CUDA, torch.cuda.max_memory_allocated minus
@@ -72,9 +80,9 @@ The model's body model is the parity fixture's random SMPL-layout model (tools/p
 temporary directory, so the benchmark runs anywhere. `--quick` uses a small model (ResNet-18, narrow transformer,
 128 x 128 crop) and tiny sizes, for smoke tests. Results are printed as tables and written atomically to
 output/bench/bench.json: {created, device, torch, threads, reuse_cpu_memory, machine, cpu, quick, batch, steps, warmup,
-compile, sections: {name: the section's numbers + section_s}, acceptance: [{name, criterion, value, op, threshold,
-pass}]};
-each median is stored with the per-round times it comes from, so every ratio can be recomputed from the file.
+compile, profile, sections: {name: the section's numbers + section_s}, acceptance: [{name, criterion, value, op,
+threshold, pass}]}; each median is stored with the per-round times it comes from, so every ratio can be recomputed
+from the file.
 """
 import argparse
 import contextlib
@@ -237,13 +245,83 @@ _EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_c
 
 
 def count_flops(fn):
-    """{'total', 'conv'}: FLOPs of one call of fn (FlopCounterMode: 2 per multiply-add of convolutions, matrix
-    products and attention; elementwise ops are not counted), and of its convolutions alone."""
+    """{'total', 'conv', 'attention'}: FLOPs of one call of fn (FlopCounterMode: 2 per multiply-add of convolutions,
+    matrix products and attention; elementwise ops are not counted), of its convolutions alone and of its fused
+    attention calls (F.scaled_dot_product_attention's kernels) alone."""
     with FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
         fn()
     per_op = counter.get_flop_counts().get("Global", {})
     return {"total": int(counter.get_total_flops()),
-            "conv": int(sum(count for op, count in per_op.items() if op in CONV_OPS))}
+            "conv": int(sum(count for op, count in per_op.items() if op in CONV_OPS)),
+            "attention": int(sum(count for op, count in per_op.items() if "scaled_dot_product" in str(op)))}
+
+
+# --profile: the categories of the breakdown, by a substring of the profiler's op name (first match wins); ops in
+# none of them count as "other" (elementwise work, the profiler's and Python's per-op overhead).
+PROFILE_CATEGORIES = (
+    ("convolution", ("convolution",)),
+    ("matrix products", ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")),
+    ("fused attention", ("scaled_dot_product",)),
+    ("batch norm", ("batch_norm",)),
+    ("softmax", ("softmax",)),
+    ("copies and casts", ("aten::copy_", "aten::_to_copy", "aten::clone")),
+)
+PROFILE_ROUNDS = 3
+
+
+def _profile_category(op_name):
+    for category, patterns in PROFILE_CATEGORIES:
+        if any(pattern == op_name or (not pattern.startswith("aten::") and pattern in op_name)
+               for pattern in patterns):
+            return category
+    return "other"
+
+
+def profile_breakdown(fn, rounds, flops=None, ceiling=None):
+    """Where the time of one call of fn goes: torch.profiler's self time of every op, summed per PROFILE_CATEGORIES
+    category, in ms per call (the profiler's own overhead, a few microseconds per op, lands in the categories too,
+    most of it in "other"; `profiled_ms` is therefore more than the timed call). With `flops` ({category: FLOPs
+    per call}) and `ceiling` (GFLOP/s), also the rate each of those categories reaches inside the call, as a
+    fraction of the ceiling. The optimiser's step, where there is one, is given whole (its ops are in the categories
+    too)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(rounds):
+            fn()
+    ms = {category: 0.0 for category, _ in PROFILE_CATEGORIES} | {"other": 0.0}
+    optimizer_ms = 0.0
+    for event in prof.key_averages():
+        ms[_profile_category(event.key)] += event.self_cpu_time_total / 1e3 / rounds
+        if event.key.startswith("Optimizer.step"):
+            optimizer_ms += event.cpu_time_total / 1e3 / rounds
+    result = {"rounds": rounds, "ms": ms, "profiled_ms": sum(ms.values()), "optimizer_step_ms": optimizer_ms,
+              "fraction_of_ceiling": {}}
+    for category, category_flops in (flops or {}).items():
+        if ceiling and ms[category] > 0:
+            result["fraction_of_ceiling"][category] = category_flops / (ms[category] / 1e3) / 1e9 / ceiling
+    return result
+
+
+def training_flops_by_category(forward_flops):
+    """A training step's FLOPs by profile category, from its forward's count_flops: the backward doubles each (the
+    image's gradient aside), and the training step computes its attention as explicit matrix products
+    (common.speed.dropout.attend), so those FLOPs are the products'."""
+    return {"convolution": 3 * forward_flops["conv"],
+            "matrix products": 3 * (forward_flops["total"] - forward_flops["conv"])}
+
+
+def profile_table(name, profile, timed_s):
+    """Lines for one profile_breakdown result; timed_s: the call's timed median (without the profiler)."""
+    total = profile["profiled_ms"]
+    parts = []
+    for category, ms in sorted(profile["ms"].items(), key=lambda item: -item[1]):
+        fraction = profile["fraction_of_ceiling"].get(category)
+        rate = "" if fraction is None else f", {fraction:.2f} of the ceiling"
+        parts.append(f"{category} {ms:.1f} ms ({ms / total:.0%}{rate})")
+    line = f"  profile of {name} ({profile['rounds']} calls; {total:.1f} ms a call under the profiler, " \
+           f"{timed_s * 1e3:.1f} ms timed): " + ", ".join(parts)
+    if profile["optimizer_step_ms"]:
+        line += f"; the optimiser's step {profile['optimizer_step_ms']:.1f} ms"
+    return [line]
 
 
 def _status_kib(field):
@@ -468,6 +546,16 @@ def bench_forward(cfg, args, device, done):
                  f"{speedup:.2f}x")
     table.append(f"  float32 batch {args.batch} {INFERENCE_SWITCHES}: {paired:.3f} of the float32 matmul timed in the "
                  f"same rounds (median of rounds)")
+    if args.profile:
+        counts = flops[args.batch]
+        split = {"convolution": counts["conv"], "fused attention": counts["attention"],
+                 "matrix products": counts["total"] - counts["conv"] - counts["attention"]}
+        result["profile"] = {}
+        for dtype_name, dtype_ceiling in (("float32", ceiling), ("bfloat16", bf16_ceiling)):
+            row = (args.batch, dtype_name, INFERENCE_SWITCHES)
+            result["profile"][dtype_name] = profile_breakdown(calls[row], PROFILE_ROUNDS, split, dtype_ceiling)
+            table += profile_table(f"the {dtype_name} forward (batch {args.batch}, {INFERENCE_SWITCHES})",
+                                   result["profile"][dtype_name], statistics.median(wall[row]))
     return result, table
 
 
@@ -588,6 +676,15 @@ def bench_train_step(cfg, args, device, done):
                      f"{b['speedup']:.2f}x the float32 step")
     else:
         table.append(f"  bf16 step: not timed ({device} computes no bf16 products: no AVX-512 BF16 or AMX)")
+    if args.profile:
+        split = training_flops_by_category(flops)
+        result["profile"] = {}
+        for name, dtype_name in ((layout, "float32"), (bf16_name, "bfloat16")):
+            if name:
+                result["profile"][dtype_name] = profile_breakdown(calls[name], PROFILE_ROUNDS, split,
+                                                                  _ceiling(done, dtype_name))
+                table += profile_table(f"the {dtype_name} step ({name})", result["profile"][dtype_name],
+                                       variants[name]["wall_s"])
     return result, table
 
 
@@ -715,6 +812,10 @@ def bench_embedded_step(cfg, args, device, done):
               "  most time beyond the ceiling: " + ", ".join(
                   f"{r['name']} {tuple(r['input_shape'][1:])} {r['seconds'] * 1e3:.1f} ms "
                   f"({_fmt(r['fraction_of_ceiling'], '.2f')})" for r in slowest)]
+    if args.profile:
+        split = training_flops_by_category(flops)
+        result["profile"] = profile_breakdown(step, PROFILE_ROUNDS, split, ceiling)
+        table += profile_table("the step", result["profile"], step_s)
     return result, table
 
 
@@ -927,6 +1028,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="small model and sizes, for smoke tests")
     parser.add_argument("--compile", action="store_true", help="add torch.compile rows to forward (takes minutes)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also break the forward, the training steps and the embedded step down by kind of work")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of the math libraries (default: torch's, normally one per core)")
@@ -966,7 +1069,7 @@ def main(argv=None):
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "reuse_cpu_memory": reuse_memory, "machine": platform.machine(), "cpu": cpu,
               "quick": args.quick, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
-              "compile": args.compile, "sections": {}}
+              "compile": args.compile, "profile": args.profile, "sections": {}}
     with tempfile.TemporaryDirectory(prefix="jotr_bench_") as folder:
         write_body_model_files(random_body_model(), Path(folder))
         cfg = bench_config(Path(folder), args.quick)
