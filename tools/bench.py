@@ -256,8 +256,9 @@ def count_flops(fn):
             "attention": int(sum(count for op, count in per_op.items() if "scaled_dot_product" in str(op)))}
 
 
-# --profile: the categories of the breakdown, by a substring of the profiler's op name (first match wins); ops in
-# none of them count as "other" (elementwise work, the profiler's and Python's per-op overhead).
+# --profile: the categories of the breakdown. An op belongs to the first category that names it, exactly (the aten::
+# names) or by a part of its name (the others); ops no category names count as "other" (elementwise work, the
+# profiler's and Python's per-op overhead).
 PROFILE_CATEGORIES = (
     ("convolution", ("convolution",)),
     ("matrix products", ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")),
@@ -648,10 +649,10 @@ def bench_train_step(cfg, args, device, done):
     }
     if bf16_name:
         bf16_s = variants[bf16_name]["wall_s"]
+        bf16_gflops = 3 * flops["total"] / bf16_s / 1e9
         bf16_reference = references[BF16_REFERENCE].round_rates(args.steps)
-        result["bf16"] = {"variant": bf16_name, "step_s": bf16_s, "gflops": 3 * flops["total"] / bf16_s / 1e9,
-                          "fraction_of_bf16_ceiling": _fraction(3 * flops["total"] / bf16_s / 1e9,
-                                                                _ceiling(done, "bfloat16")),
+        result["bf16"] = {"variant": bf16_name, "step_s": bf16_s, "gflops": bf16_gflops,
+                          "fraction_of_bf16_ceiling": _fraction(bf16_gflops, _ceiling(done, "bfloat16")),
                           "paired_fraction": paired_fraction(3 * flops["total"], wall[bf16_name], bf16_reference),
                           "reference_gflops": bf16_reference,
                           "speedup": paired_ratio(wall[layout], wall[bf16_name])}
