@@ -104,6 +104,7 @@ def test_forward_rows(full_run):
     rows = {(r["batch"], r["dtype"], r["switches"]): r for r in forward["rows"]}
     fp32, bf16 = (rows[(2, d, bench.INFERENCE_SWITCHES)]["times_s"] for d in ("float32", "bfloat16"))
     assert forward["bf16_speedup"]["value"] == pytest.approx(statistics.median(a / b for a, b in zip(fp32, bf16)))
+    assert forward["bf16_products"] == bench.bf16_products(torch.device("cpu"))
     # --profile: the inference forward in both dtypes; its BatchNorm is folded into the convolutions.
     assert set(forward["profile"]) == {"float32", "bfloat16"}
     for profile in forward["profile"].values():
@@ -118,7 +119,7 @@ def test_train_step_variants(full_run):
     layout = "channels_last" if bench.TRAIN_CHANNELS_LAST else "plain"
     # The bf16 step is timed where the CPU computes bf16 products, as main.train's amp=bf16 runs it.
     bf16 = f"{layout} bf16"
-    with_bf16 = bench._bf16_hardware(sections)
+    with_bf16 = bench.bf16_products(torch.device("cpu"))
     expected = {"plain", "channels_last", f"{layout}+contrastive"} | ({bf16} if with_bf16 else set())
     assert set(train["variants"]) == expected
     assert (train["bf16"] is not None) == with_bf16

@@ -382,6 +382,15 @@ def one_worker_threads():
         cv2.setNumThreads(cv2_threads)
 
 
+def bf16_products(device):
+    """Whether `device` computes bf16 products natively: a CPU with AVX-512 BF16 or AMX, a GPU that supports bf16.
+    The bf16 targets apply only there; elsewhere bf16 is emulated (and the training section does not time it)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    isa = machine_kind()["isa"]
+    return device.type == "cpu" and bool(isa["AVX-512 BF16"] or isa["AMX BF16"])
+
+
 REFERENCE = "float32 matmul (reference)"  # the ceiling's matmul, timed in the same rounds as a section's variants
 BF16_REFERENCE = "bf16 matmul (reference)"
 REFERENCE_REPEATS = 3  # back-to-back products per reference call; the round's ceiling is the fastest
@@ -529,7 +538,7 @@ def bench_forward(cfg, args, device, done):
         "flops_per_image": {str(batch): {k: v / batch for k, v in flops[batch].items()} for batch in batches},
         "gflops_per_image": flops[args.batch]["total"] / args.batch / 1e9,
         "conv_gflops_per_image": flops[args.batch]["conv"] / args.batch / 1e9,
-        "default_switches": INFERENCE_SWITCHES, "rows": result_rows,
+        "default_switches": INFERENCE_SWITCHES, "rows": result_rows, "bf16_products": bf16_products(device),
         "bf16_speedup": {"batch": args.batch, "switches": INFERENCE_SWITCHES, "value": speedup},
         "paired_fp32_fraction": {"batch": args.batch, "switches": INFERENCE_SWITCHES, "value": paired,
                                  "reference_gflops": reference_gflops},
@@ -607,8 +616,7 @@ def bench_train_step(cfg, args, device, done):
     other = "plain" if layout == "channels_last" else "channels_last"
     calls[other] = step(other, False)
     # The same step under bf16 autocast (main.train's amp=bf16), where the hardware computes bf16 products.
-    bf16_products = torch.cuda.is_bf16_supported() if device.type == "cuda" else _bf16_hardware(done)
-    bf16_name = f"{layout} bf16" if bf16_products else None
+    bf16_name = f"{layout} bf16" if bf16_products(device) else None
     if bf16_name:
         calls[bf16_name] = step(layout, False, torch.bfloat16)
     reference = ReferenceMatmul(args, device, done)
@@ -768,7 +776,6 @@ def bench_embedded_step(cfg, args, device, done):
     reference_gflops = reference.round_rates(args.steps)
     step_s = statistics.median(wall[name])
     gflops = 3 * flops["total"] / step_s / 1e9
-    isa = machine_kind()["isa"]
     convs, conv_rows = convolutions_alone(model, inputs, amp_dtype, device, args)
     ceiling = _ceiling(done, dtype_name)
     for row in conv_rows:
@@ -789,8 +796,7 @@ def bench_embedded_step(cfg, args, device, done):
         "fraction_of_ceiling": _fraction(gflops, ceiling),
         "paired_fraction": paired_fraction(3 * flops["total"], wall[name], reference_gflops),
         "reference_gflops": reference_gflops, "all_step_s": wall[name], "all_cpu_s": cpu[name],
-        # Whether the CPU computes bf16 products natively (AVX-512 BF16 or AMX); the bf16 target applies only there.
-        "bf16_hardware": device.type == "cpu" and bool(isa["AVX-512 BF16"] or isa["AMX BF16"]),
+        "bf16_products": bf16_products(device),
     }
     table = [f"embedded_step: {EMBEDDED_PRESET} preset, ResNet-{embedded.resnet_type}, "
              f"{tuple(embedded.input_img_shape)} crop, batch {batch}, amp {embedded.amp}, {device}, "
@@ -948,16 +954,16 @@ CRITERIA = (
      "(same rounds)"),
     ("forward_bf16_speedup", ("forward",), lambda s, b: s["forward"]["bf16_speedup"]["value"], ">=", 1.6,
      "forward, batch {batch}, " + INFERENCE_SWITCHES + ": bf16 images/s / float32 images/s (median of rounds)"),
-    # Not measured (None) on CPUs without bf16 products, where bf16 is emulated and the target does not apply.
+    # Not measured (None) where the device has no bf16 products (bf16_products): bf16 is emulated there.
     ("forward_bf16_fraction_of_bf16_ceiling", ("machine", "forward"),
-     lambda s, b: _bf16_forward_fraction(s, b) if _bf16_hardware(s) else None, ">=", 0.5,
+     lambda s, b: _bf16_forward_fraction(s, b) if s["forward"]["bf16_products"] else None, ">=", 0.5,
      "forward, bf16, batch {batch}, " + INFERENCE_SWITCHES + ": achieved GFLOP/s / bf16 matmul GFLOP/s (machine "
-     "section; CPUs with AVX-512 BF16 or AMX)"),
+     "section; CPUs with AVX-512 BF16 or AMX, and GPUs)"),
     ("train_step_fraction_of_ceiling", ("train_step",),
      lambda s, b: s["train_step"]["paired_fp32_fraction"], ">=", 0.70,
      "train step, float32, batch {batch}, no contrastive: 3 x forward FLOPs x batch / step time / float32 matmul "
      "GFLOP/s (same rounds)"),
-    # Not measured (None) on CPUs without bf16 products, where the section does not time the bf16 step.
+    # Not measured (None) where the device has no bf16 products: the section does not time the bf16 step there.
     ("train_step_bf16_fraction_of_bf16_ceiling", ("train_step",),
      lambda s, b: s["train_step"]["bf16"]["paired_fraction"] if s["train_step"]["bf16"] else None, ">=", 0.5,
      "train step, bf16 autocast, batch {batch}, no contrastive: 3 x forward FLOPs x batch / step time / bf16 matmul "
@@ -967,18 +973,12 @@ CRITERIA = (
     ("data_worker_vs_train_step", ("train_step", "data"),
      lambda s, b: s["data"]["muco"]["samples_per_s"] / s["train_step"]["images_per_s"], ">=", 2.0,
      "one MuCo loader worker's samples/s / the train step's images/s"),
-    # Not measured (None) on CPUs without bf16 products, where bf16 is emulated and the target does not apply.
+    # Not measured (None) where the device has no bf16 products (bf16_products): bf16 is emulated there.
     ("embedded_step_fraction_of_ceiling", ("embedded_step",),
-     lambda s, b: s["embedded_step"]["paired_fraction"] if s["embedded_step"]["bf16_hardware"] else None, ">=", 0.5,
+     lambda s, b: s["embedded_step"]["paired_fraction"] if s["embedded_step"]["bf16_products"] else None, ">=", 0.5,
      "embedded preset's train step in its amp dtype: 3 x forward FLOPs x batch / step time / matmul GFLOP/s of that "
-     "dtype (same rounds; CPUs with AVX-512 BF16 or AMX)"),
+     "dtype (same rounds; CPUs with AVX-512 BF16 or AMX, and GPUs)"),
 )
-
-
-def _bf16_hardware(sections):
-    """Whether this CPU computes bf16 products natively (the acceptance is computed on the benchmarked machine)."""
-    isa = machine_kind()["isa"]
-    return bool(isa["AVX-512 BF16"] or isa["AMX BF16"])
 
 
 def _bf16_forward_fraction(sections, batch):
